@@ -230,3 +230,6 @@ func ParseJobID(s string) (uint64, error) {
 	}
 	return id, nil
 }
+
+// ErrJobTooLarge: a submission does not fit one message of the log.
+var ErrJobTooLarge = errors.New("job too large")

@@ -1,0 +1,157 @@
+package jsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/retailpulse/retailpulse/events"
+)
+
+// Delivery is one job handed to this instance by the work consumer. The
+// owner keeps it alive with InProgress and acks it only after the job's
+// terminal event is stored. Not safe for concurrent Ack/Nak calls.
+type Delivery struct {
+	msg     jetstream.Msg
+	ID      uint64 // the job id: the submission's stream sequence
+	Attempt int    // 1 on first delivery
+}
+
+// InProgress resets the redelivery timer.
+func (d *Delivery) InProgress() error { return d.msg.InProgress() }
+
+// Ack removes the job from the queue; it waits for the server's
+// confirmation so a returned nil means the job will not be redelivered.
+func (d *Delivery) Ack(ctx context.Context) error { return d.msg.DoubleAck(ctx) }
+
+// Release hands the job back for redelivery after delay (graceful shutdown,
+// transient failure). A zero delay is sent as 1ms: a plain Nak ignores
+// backoff and redelivers at once.
+func (d *Delivery) Release(delay time.Duration) error {
+	return d.msg.NakWithDelay(max(delay, time.Millisecond))
+}
+
+// NextJob blocks until a job is available or ctx ends. It fetches exactly
+// one message: pre-buffered messages would run out their ack timers while
+// waiting for a free job slot and be processed twice.
+func (s *Store) NextJob(ctx context.Context) (*Delivery, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		wait := 5 * time.Second
+		if dl, ok := ctx.Deadline(); ok {
+			wait = min(wait, time.Until(dl))
+		}
+		if wait < time.Millisecond {
+			return nil, context.DeadlineExceeded
+		}
+		batch, err := s.work.Fetch(1, jetstream.FetchMaxWait(wait))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			select { // transient (reconnecting, leader change): back off a little
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
+		for m := range batch.Messages() {
+			md, err := m.Metadata()
+			if err != nil {
+				_ = m.Term()
+				continue
+			}
+			return &Delivery{msg: m, ID: md.Sequence.Stream, Attempt: int(md.NumDelivered)}, nil
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// Info is the stream's state.
+type Info struct {
+	LastSeq  uint64
+	Msgs     uint64
+	Bytes    uint64
+	MaxBytes int64
+}
+
+// Info returns the stream's current state.
+func (s *Store) Info(ctx context.Context) (Info, error) {
+	si, err := s.stream.Info(ctx)
+	if err != nil {
+		return Info{}, fmt.Errorf("stream info: %w", err)
+	}
+	return Info{LastSeq: si.State.LastSeq, Msgs: si.State.Msgs, Bytes: si.State.Bytes, MaxBytes: si.Config.MaxBytes}, nil
+}
+
+// Follow delivers every message after sequence `after`, in stream order, to
+// apply, until ctx ends (it then returns ctx.Err()). caughtUp, if not nil,
+// is called once, when the messages stored before Follow started have all
+// been delivered. A message that cannot be decoded is passed with its error
+// so the caller can log it and move on. apply runs on Follow's goroutine.
+func (s *Store) Follow(ctx context.Context, after uint64, apply func(seq uint64, subject string, b events.Batch, err error), caughtUp func()) error {
+	info, err := s.Info(ctx)
+	if err != nil {
+		return err
+	}
+	target := info.LastSeq
+	signalled := false
+	signal := func(seq uint64) {
+		if !signalled && seq >= target {
+			signalled = true
+			if caughtUp != nil {
+				caughtUp()
+			}
+		}
+	}
+	signal(after)
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if after > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = after + 1
+	}
+	cons, err := s.js.OrderedConsumer(ctx, s.cfg.Stream, cfg)
+	if err != nil {
+		return fmt.Errorf("follow: %w", err)
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2000))
+	if err != nil {
+		return fmt.Errorf("follow: %w", err)
+	}
+	defer iter.Stop()
+	stop := context.AfterFunc(ctx, iter.Stop)
+	defer stop()
+	for {
+		m, err := iter.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("follow: %w", err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			continue
+		}
+		seq := md.Sequence.Stream
+		b, derr := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding))
+		apply(seq, m.Subject(), b, derr)
+		signal(seq)
+		if md.NumPending == 0 {
+			signal(target)
+		}
+	}
+}
