@@ -236,29 +236,13 @@ func (s *Store) Submission(ctx context.Context, id uint64) (*events.JobSubmitted
 	return sub, nil
 }
 
-// Record is one stored message of a job.
-type Record struct {
-	Seq     uint64
-	Subject string
-	MsgID   string
-	Events  []events.Event
-}
-
-// History is a job's submission and every message on its subjects.
-type History struct {
-	ID        uint64
-	Submitted *events.JobSubmitted
-	Records   []Record
-	LastSeq   uint64 // sequence of the job's last message on rp.job.<id>.>, 0 if none
-}
-
 // LoadJob reads a job's whole history.
-func (s *Store) LoadJob(ctx context.Context, id uint64) (*History, error) {
+func (s *Store) LoadJob(ctx context.Context, id uint64) (*events.History, error) {
 	sub, err := s.Submission(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	h := &History{ID: id, Submitted: sub}
+	h := &events.History{ID: id, Submitted: sub}
 	last, err := s.lastOfJob(ctx, id)
 	if err != nil {
 		return nil, err
@@ -267,7 +251,7 @@ func (s *Store) LoadJob(ctx context.Context, id uint64) (*History, error) {
 		return h, nil
 	}
 	h.LastSeq = last.Sequence
-	err = s.readRange(ctx, []string{events.JobFilter(id)}, 1, h.LastSeq, func(r Record) error {
+	err = s.readRange(ctx, []string{events.JobFilter(id)}, 1, h.LastSeq, func(r events.Record) error {
 		h.Records = append(h.Records, r)
 		return nil
 	})
@@ -291,7 +275,7 @@ func (s *Store) lastOfJob(ctx context.Context, id uint64) (*jetstream.RawStreamM
 
 // readRange delivers the messages on filters with sequences in [from, to]
 // in order, through an ordered consumer.
-func (s *Store) readRange(ctx context.Context, filters []string, from, to uint64, fn func(Record) error) error {
+func (s *Store) readRange(ctx context.Context, filters []string, from, to uint64, fn func(events.Record) error) error {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
 	if from > 1 {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
@@ -328,7 +312,7 @@ func (s *Store) readRange(ctx context.Context, filters []string, from, to uint64
 		if err != nil {
 			return fmt.Errorf("seq %d: %w", seq, err)
 		}
-		if err := fn(Record{Seq: seq, Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader), Events: b.Events}); err != nil {
+		if err := fn(events.Record{Seq: seq, Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader), Events: b.Events}); err != nil {
 			return err
 		}
 		if seq >= to || md.NumPending == 0 {

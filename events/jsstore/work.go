@@ -155,3 +155,9 @@ func (s *Store) Follow(ctx context.Context, after uint64, apply func(seq uint64,
 		}
 	}
 }
+
+// JobID returns the job id.
+func (d *Delivery) JobID() uint64 { return d.ID }
+
+// Attempts returns the delivery count (1 on first delivery).
+func (d *Delivery) Attempts() int { return d.Attempt }

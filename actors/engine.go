@@ -1,0 +1,180 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config configures an Engine. Zero values take the defaults shown.
+type Config struct {
+	Log     JobLog  // required
+	Queue   Queue   // required
+	Fetcher Fetcher // required
+	// KnownStore reports whether a store id is in the store master; images
+	// of unknown stores fail with events.ReasonUnknownStore, undownloaded.
+	KnownStore func(storeID string) bool // required
+	// Reason maps a Fetcher error to the coarse class recorded for the image.
+	Reason func(error) string // default: "download failed"
+	// Pause imitates GPU work after each perimeter; it returns early with
+	// ctx's error when ctx ends. nil = no pause.
+	Pause func(ctx context.Context) error
+
+	JobSlots         int           // concurrent jobs on this instance; 64
+	ImageSlots       int           // concurrent images on this instance, over all jobs; 2048
+	StoreConcurrency int           // concurrent images per store actor; 16
+	MaxAttempts      int           // deliveries before a job is completed as failed; 5
+	Heartbeat        time.Duration // InProgress interval; 20s (a third of the ack wait)
+	DrainTimeout     time.Duration // graceful shutdown: how long in-flight images may finish; 30s
+	MaxBatch         int           // events per appended message; 1000
+	MailboxSize      int           // job actor mailbox; 1024
+	Owner            string        // this instance's name in JobStarted; hostname-pid
+
+	Observer Observer     // nil = none
+	Logger   *slog.Logger // nil = discard
+}
+
+func (c *Config) defaults() error {
+	if c.Log == nil || c.Queue == nil || c.Fetcher == nil || c.KnownStore == nil {
+		return errors.New("actors: Log, Queue, Fetcher and KnownStore are required")
+	}
+	if c.Reason == nil {
+		c.Reason = func(error) string { return "download failed" }
+	}
+	setDefault(&c.JobSlots, 64)
+	setDefault(&c.ImageSlots, 2048)
+	setDefault(&c.StoreConcurrency, 16)
+	setDefault(&c.MaxAttempts, 5)
+	setDefault(&c.MaxBatch, 1000)
+	setDefault(&c.MailboxSize, 1024)
+	setDefault(&c.Heartbeat, 20*time.Second)
+	setDefault(&c.DrainTimeout, 30*time.Second)
+	if c.Owner == "" {
+		host, _ := os.Hostname()
+		c.Owner = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+func setDefault[T int | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
+}
+
+// RandomPause returns a Pause that sleeps a uniformly random duration in
+// [lo, hi], returning early with ctx's error if ctx ends first.
+func RandomPause(lo, hi time.Duration) func(context.Context) error {
+	if hi <= 0 {
+		return nil
+	}
+	return func(ctx context.Context) error {
+		d := lo
+		if hi > lo {
+			d += rand.N(hi - lo + 1)
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Engine pulls jobs from the queue as job slots free up and runs a job
+// actor for each. It is the only place jobs enter this instance.
+type Engine struct {
+	cfg        Config
+	imageSlots chan struct{}
+	active     atomic.Int64
+}
+
+// NewEngine validates cfg and returns an engine ready to Run.
+func NewEngine(cfg Config) (*Engine, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	return &Engine{cfg: cfg, imageSlots: make(chan struct{}, cfg.ImageSlots)}, nil
+}
+
+// Active returns the number of jobs this instance owns now.
+func (e *Engine) Active() int { return int(e.active.Load()) }
+
+// Run takes jobs until ctx ends, then shuts down gracefully: it stops taking
+// jobs, lets in-flight images finish for up to DrainTimeout, has each job
+// actor append what finished and hand its job back unacked for redelivery,
+// and returns once every job actor has returned. Images still running at the
+// deadline are abandoned (redone by the next owner). Run always returns nil
+// after a shutdown; an Engine runs once.
+func (e *Engine) Run(ctx context.Context) error {
+	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHard()
+	slots := make(chan struct{}, e.cfg.JobSlots)
+	var wg sync.WaitGroup
+	log := e.cfg.Logger
+loop:
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			break loop
+		}
+		d, err := e.cfg.Queue.NextJob(ctx)
+		if err != nil {
+			<-slots
+			if ctx.Err() != nil {
+				break loop
+			}
+			log.Warn("take job", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			e.active.Add(1)
+			defer e.active.Add(-1)
+			a := newJobActor(e, d)
+			if err := guard(fmt.Sprintf("job %d", d.JobID()), func() error { return a.Run(hard, ctx.Done()) }); err != nil {
+				log.Error("job actor", "job_id", d.JobID(), "err", err)
+				if rerr := d.Release(5 * time.Second); rerr != nil {
+					log.Warn("release job", "job_id", d.JobID(), "err", rerr)
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	if e.active.Load() > 0 {
+		log.Info("draining jobs", "jobs", e.active.Load(), "timeout", e.cfg.DrainTimeout)
+	}
+	t := time.NewTimer(e.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		log.Warn("drain deadline reached; abandoning in-flight images")
+		cancelHard()
+		<-done
+	}
+	return nil
+}

@@ -1,0 +1,68 @@
+package imagefetch
+
+import (
+	"errors"
+	"image"
+	"io"
+
+	// Formats whose headers DecodeConfig can read.
+	_ "image/gif"
+	_ "image/jpeg"
+	_ "image/png"
+
+	_ "golang.org/x/image/bmp"
+	_ "golang.org/x/image/tiff"
+	_ "golang.org/x/image/webp"
+)
+
+// limitedBody feeds a response body to the decoder. It hands out at most
+// limit+1 bytes (one more than allowed, so running past the limit is visible)
+// and remembers the first error the body itself returned, so a connection
+// that breaks mid-body is told apart from an image that is malformed.
+type limitedBody struct {
+	r     io.Reader
+	limit int64
+	n     int64 // bytes handed out
+	err   error // first non-EOF error from r
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	left := b.limit + 1 - b.n
+	if left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > left {
+		p = p[:left]
+	}
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if err != nil && !errors.Is(err, io.EOF) && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// exceeded reports whether the body had more than limit bytes.
+func (b *limitedBody) exceeded() bool { return b.n > b.limit }
+
+// decodeHeader reads only as much of body as the format's header needs and
+// returns the image dimensions. It never decodes pixels, so a header claiming
+// 100000x100000 costs nothing. The returned error is either the body's own
+// (transport) error, to be classed by the caller, or an *Error of class
+// ClassTooLarge or ClassNotImage.
+func decodeHeader(body io.Reader, maxBytes int64) (width, height int, err error) {
+	lb := &limitedBody{r: body, limit: maxBytes}
+	cfg, _, err := image.DecodeConfig(lb)
+	switch {
+	case err == nil && (cfg.Width <= 0 || cfg.Height <= 0):
+		return 0, 0, newError(ClassNotImage, errors.New("non-positive dimensions"))
+	case err == nil:
+		return cfg.Width, cfg.Height, nil
+	case lb.err != nil:
+		return 0, 0, lb.err
+	case lb.exceeded():
+		return 0, 0, newError(ClassTooLarge, err)
+	default:
+		return 0, 0, newError(ClassNotImage, err)
+	}
+}

@@ -1,0 +1,303 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nuid"
+
+	"github.com/retailpulse/retailpulse/events"
+)
+
+// jobMsg is the job actor's mailbox message; the set is closed.
+type jobMsg interface{ jobMsg() }
+
+// imageDone reports one image's terminal outcome.
+type imageDone struct {
+	ev     events.Event // *events.ImageProcessed or *events.ImageFailed
+	reason string       // failure class, "" on success
+	took   time.Duration
+}
+
+// storeDone reports that a store actor returned.
+type storeDone struct {
+	storeID string
+	err     error
+}
+
+func (imageDone) jobMsg() {}
+func (storeDone) jobMsg() {}
+
+type task struct {
+	ref events.ImageRef
+	url string
+}
+
+// jobActor owns one job for one delivery. It is the only writer of the
+// job's events while its fence holds: every append is fenced on the job's
+// last message, so a stale owner's first write fails and it stops.
+type jobActor struct {
+	e       *Engine
+	d       Delivery
+	id      uint64
+	token   string // unique to this ownership; part of every msg id
+	st      *events.JobState
+	sub     *events.JobSubmitted
+	fence   uint64
+	mailbox chan jobMsg
+}
+
+func newJobActor(e *Engine, d Delivery) *jobActor {
+	return &jobActor{e: e, d: d, id: d.JobID(), token: nuid.Next(), mailbox: make(chan jobMsg, e.cfg.MailboxSize)}
+}
+
+// Run owns the job until it completes (then acks the delivery), the owner
+// loses the fence (returns without ack or write), or stopping closes (lets
+// in-flight images finish, appends them, releases the delivery). hard ends
+// all work at once: downloads are cancelled and what finished is appended.
+func (a *jobActor) Run(hard context.Context, stopping <-chan struct{}) error {
+	cfg := &a.e.cfg
+	log := cfg.Logger.With("job_id", a.id)
+	h, err := cfg.Log.LoadJob(hard, a.id)
+	if errors.Is(err, events.ErrJobNotFound) {
+		log.Error("delivery names no job; dropping it")
+		return a.d.Ack(hard)
+	}
+	if err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	a.sub = h.Submitted
+	a.st = events.NewJobState(a.id, h.Submitted)
+	for _, r := range h.Records {
+		for _, ev := range r.Events {
+			if _, err := a.st.Apply(ev); err != nil {
+				log.Error("ignoring event", "seq", r.Seq, "err", err)
+			}
+		}
+	}
+	a.fence = h.LastSeq
+	if a.st.Completed {
+		log.Info("job already completed; acking", "status", a.st.Status)
+		return a.d.Ack(hard)
+	}
+	attempt := a.d.Attempts()
+	if attempt > cfg.MaxAttempts {
+		return a.abandon(hard, attempt)
+	}
+	if err := a.append(hard, events.KindStarted, &events.JobStarted{Attempt: attempt, Owner: cfg.Owner, At: time.Now().UTC()}); err != nil {
+		return a.lost(err)
+	}
+	cfg.Observer.JobActive(1)
+	defer cfg.Observer.JobActive(-1)
+	log.Info("job started", "attempt", attempt, "images", a.st.Images, "unsettled", a.st.Unsettled())
+	return a.process(hard, stopping)
+}
+
+func (a *jobActor) process(hard context.Context, stopping <-chan struct{}) error {
+	cfg := &a.e.cfg
+	log := cfg.Logger.With("job_id", a.id)
+	var pending []events.Event
+	byStore := map[string][]task{}
+	var order []string
+	now := time.Now().UTC()
+	for v, visit := range a.sub.Visits {
+		known := cfg.KnownStore(visit.StoreID)
+		for i, url := range visit.ImageURLs {
+			ref := events.ImageRef{Visit: v, Index: i}
+			if a.st.Settled(ref) {
+				continue
+			}
+			if !known {
+				pending = append(pending, &events.ImageFailed{ImageRef: ref, StoreID: visit.StoreID, URL: url, Reason: events.ReasonUnknownStore, At: now})
+				cfg.Observer.ImageFailed(events.ReasonUnknownStore, 0)
+				continue
+			}
+			if _, ok := byStore[visit.StoreID]; !ok {
+				order = append(order, visit.StoreID)
+			}
+			byStore[visit.StoreID] = append(byStore[visit.StoreID], task{ref: ref, url: url})
+		}
+	}
+
+	jobCtx, cancel := context.WithCancel(hard)
+	defer cancel()
+	running := 0
+	for _, storeID := range order {
+		s := &storeActor{e: a.e, jobID: a.id, storeID: storeID, tasks: byStore[storeID], out: a.mailbox, stopping: stopping}
+		running++
+		go func() {
+			err := guard("store "+storeID, func() error { return s.Run(jobCtx) })
+			a.mailbox <- storeDone{storeID: storeID, err: err}
+		}()
+	}
+	// drain waits for the store actors after the job is lost or done.
+	drain := func() {
+		cancel()
+		for running > 0 {
+			if m, ok := (<-a.mailbox).(storeDone); ok {
+				_ = m
+				running--
+			}
+		}
+	}
+
+	heartbeat := time.NewTicker(cfg.Heartbeat)
+	defer heartbeat.Stop()
+	for {
+		for len(pending) > 0 {
+			n := min(len(pending), cfg.MaxBatch)
+			if err := a.append(hard, events.KindImages, pending[:n]...); err != nil {
+				drain()
+				return a.lost(err)
+			}
+			pending = pending[n:]
+		}
+		if a.st.Unsettled() == 0 {
+			drain()
+			return a.complete(hard)
+		}
+		if running == 0 {
+			// Every store actor returned with images unsettled: we are
+			// stopping, or an actor failed. Hand the job back; the next
+			// owner redoes only what is unsettled.
+			delay := 5 * time.Second
+			select {
+			case <-stopping:
+				delay = 0
+			default:
+			}
+			log.Info("job handed back", "unsettled", a.st.Unsettled())
+			return a.d.Release(delay)
+		}
+		select {
+		case m := <-a.mailbox:
+			pending = a.receive(m, pending, &running, log)
+			// Take whatever else is waiting, so one append carries it all.
+		more:
+			for len(pending) < cfg.MaxBatch {
+				select {
+				case m := <-a.mailbox:
+					pending = a.receive(m, pending, &running, log)
+				default:
+					break more
+				}
+			}
+		case <-heartbeat.C:
+			if err := a.d.InProgress(); err != nil {
+				log.Warn("heartbeat", "err", err)
+			}
+		}
+	}
+}
+
+func (a *jobActor) receive(m jobMsg, pending []events.Event, running *int, log interface {
+	Error(string, ...any)
+}) []events.Event {
+	obs := a.e.cfg.Observer
+	switch m := m.(type) {
+	case imageDone:
+		if m.reason == "" {
+			obs.ImageProcessed(m.took)
+		} else {
+			obs.ImageFailed(m.reason, m.took)
+		}
+		return append(pending, m.ev)
+	case storeDone:
+		*running--
+		if m.err != nil {
+			log.Error("store actor failed", "store_id", m.storeID, "err", m.err)
+		}
+	}
+	return pending
+}
+
+// append stores evs fenced on the job's last message and folds them into
+// the local state. Appends run detached from ctx cancellation (bounded by
+// their own timeout) so work that finished is recorded during shutdown; a
+// full log is retried until space returns or hard ends.
+func (a *jobActor) append(hard context.Context, kind string, evs ...events.Event) error {
+	cfg := &a.e.cfg
+	msgID := a.token + "/" + strconv.FormatUint(a.fence, 10)
+	backoff := 100 * time.Millisecond
+	for {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(hard), 30*time.Second)
+		seq, err := cfg.Log.Append(ctx, a.id, kind, a.fence, msgID, evs...)
+		cancel()
+		if err == nil {
+			cfg.Observer.Append(kind, len(evs), time.Since(start))
+			a.fence = seq
+			for _, ev := range evs {
+				_, _ = a.st.Apply(ev)
+			}
+			return nil
+		}
+		if !errors.Is(err, events.ErrStorageFull) || hard.Err() != nil {
+			return err
+		}
+		cfg.Logger.Warn("event log full; waiting for space", "job_id", a.id)
+		select {
+		case <-hard.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+		_ = a.d.InProgress()
+	}
+}
+
+// lost handles a failed append: a fenced owner stops without ack or write;
+// anything else hands the job back.
+func (a *jobActor) lost(err error) error {
+	if errors.Is(err, events.ErrFenced) {
+		a.e.cfg.Logger.Warn("job taken over by another owner; stopping", "job_id", a.id)
+		return nil
+	}
+	return err
+}
+
+func (a *jobActor) complete(hard context.Context) error {
+	status, errs := a.st.Outcome()
+	ev := &events.JobCompleted{Status: status, Errors: errs, Processed: a.st.Processed, Failed: a.st.Failed, At: time.Now().UTC()}
+	if err := a.append(hard, events.KindCompleted, ev); err != nil {
+		return a.lost(err)
+	}
+	a.e.cfg.Observer.JobFinished(string(status))
+	a.e.cfg.Logger.Info("job completed", "job_id", a.id, "status", status, "processed", a.st.Processed, "failed", a.st.Failed)
+	return a.ackDetached(hard)
+}
+
+// abandon completes a job that keeps losing its owners as failed, naming
+// every store with unsettled images.
+func (a *jobActor) abandon(hard context.Context, attempt int) error {
+	_, errs := a.st.Outcome()
+	seen := map[string]bool{}
+	for _, e := range errs {
+		seen[e.StoreID] = true
+	}
+	msg := fmt.Sprintf("job abandoned after %d delivery attempts", attempt-1)
+	for v, visit := range a.sub.Visits {
+		for i := range visit.ImageURLs {
+			if !a.st.Settled(events.ImageRef{Visit: v, Index: i}) && !seen[visit.StoreID] {
+				seen[visit.StoreID] = true
+				errs = append(errs, events.StoreError{StoreID: visit.StoreID, Error: msg})
+			}
+		}
+	}
+	ev := &events.JobCompleted{Status: events.StatusFailed, Errors: errs, Processed: a.st.Processed, Failed: a.st.Failed, At: time.Now().UTC()}
+	if err := a.append(hard, events.KindCompleted, ev); err != nil {
+		return a.lost(err)
+	}
+	a.e.cfg.Observer.JobFinished(string(events.StatusFailed))
+	a.e.cfg.Logger.Error("job abandoned", "job_id", a.id, "attempts", attempt-1)
+	return a.ackDetached(hard)
+}
+
+func (a *jobActor) ackDetached(hard context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(hard), 10*time.Second)
+	defer cancel()
+	return a.d.Ack(ctx)
+}
