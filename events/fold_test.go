@@ -1,0 +1,230 @@
+package events
+
+import (
+	"context"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func submission(visits ...Visit) *JobSubmitted {
+	return &JobSubmitted{Count: len(visits), Visits: visits}
+}
+
+func ok(v, i int) *ImageProcessed {
+	return &ImageProcessed{ImageRef: ImageRef{v, i}, StoreID: "S1", Width: 640, Height: 480, Perimeter: 2240}
+}
+
+func bad(v, i int, store, reason string) *ImageFailed {
+	return &ImageFailed{ImageRef: ImageRef{v, i}, StoreID: store, URL: "http://x/img", Reason: reason}
+}
+
+func TestJobState_Fold(t *testing.T) {
+	sub := submission(
+		Visit{StoreID: "S1", ImageURLs: []string{"a", "b"}},
+		Visit{StoreID: "S2", ImageURLs: []string{"c"}},
+	)
+	tests := []struct {
+		name           string
+		events         []Event
+		wantStatus     Status
+		wantProcessed  int
+		wantFailed     int
+		wantDuplicates int
+		wantErrors     []StoreError
+		wantUnsettled  int
+	}{
+		{name: "nothing yet", wantStatus: StatusOngoing, wantUnsettled: 3},
+		{name: "all processed, not completed", events: []Event{ok(0, 0), ok(0, 1), ok(1, 0)}, wantStatus: StatusOngoing, wantProcessed: 3},
+		{
+			name:       "duplicate outcome ignored, first wins",
+			events:     []Event{ok(0, 0), bad(0, 0, "S1", "http 404"), ok(0, 0)},
+			wantStatus: StatusOngoing, wantProcessed: 1, wantDuplicates: 2, wantUnsettled: 2,
+		},
+		{
+			name:       "failed store listed once",
+			events:     []Event{bad(0, 0, "S1", "http 404"), bad(0, 1, "S1", "timeout"), ok(1, 0), &JobCompleted{Status: StatusFailed, Errors: []StoreError{{"S1", "image http://x/img: http 404"}}}},
+			wantStatus: StatusFailed, wantProcessed: 1, wantFailed: 2,
+			wantErrors: []StoreError{{"S1", "image http://x/img: http 404"}},
+		},
+		{
+			name:       "events after completion ignored",
+			events:     []Event{ok(0, 0), ok(0, 1), ok(1, 0), &JobCompleted{Status: StatusCompleted}, bad(0, 0, "S1", "late"), &JobCompleted{Status: StatusFailed}},
+			wantStatus: StatusCompleted, wantProcessed: 3, wantDuplicates: 2,
+		},
+		{
+			name:       "unknown store error has no url",
+			events:     []Event{bad(1, 0, "S2", ReasonUnknownStore)},
+			wantStatus: StatusOngoing, wantFailed: 1, wantUnsettled: 2,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := NewJobState(7, sub)
+			for _, ev := range tt.events {
+				if _, err := st.Apply(ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			v := st.View()
+			if v.Status != tt.wantStatus || v.Processed != tt.wantProcessed || v.Failed != tt.wantFailed || st.Duplicates != tt.wantDuplicates {
+				t.Fatalf("view %+v duplicates %d", v, st.Duplicates)
+			}
+			if !reflect.DeepEqual(v.Errors, tt.wantErrors) {
+				t.Errorf("errors = %+v, want %+v", v.Errors, tt.wantErrors)
+			}
+			if !st.Completed && st.Unsettled() != tt.wantUnsettled {
+				t.Errorf("unsettled = %d, want %d", st.Unsettled(), tt.wantUnsettled)
+			}
+		})
+	}
+}
+
+func TestJobState_OutcomeListsStoresInOrderOfFirstFailure(t *testing.T) {
+	st := NewJobState(1, submission(Visit{StoreID: "S1", ImageURLs: []string{"a"}}, Visit{StoreID: "S2", ImageURLs: []string{"b", "c"}}, Visit{StoreID: "S3", ImageURLs: []string{"d"}}))
+	for _, ev := range []Event{bad(1, 1, "S2", "http 404"), ok(0, 0), bad(2, 0, "S3", ReasonUnknownStore), bad(1, 0, "S2", "timeout")} {
+		st.Apply(ev)
+	}
+	status, errs := st.Outcome()
+	want := []StoreError{{"S2", "image http://x/img: http 404"}, {"S3", "unknown store"}}
+	if status != StatusFailed || !reflect.DeepEqual(errs, want) {
+		t.Fatalf("outcome %s %+v, want failed %+v", status, errs, want)
+	}
+	if st.Unsettled() != 0 {
+		t.Fatalf("unsettled %d", st.Unsettled())
+	}
+}
+
+func TestJobState_RejectsImagesOutsideTheJob(t *testing.T) {
+	st := NewJobState(1, submission(Visit{StoreID: "S1", ImageURLs: []string{"a"}}))
+	for _, ev := range []Event{ok(0, 1), ok(1, 0), ok(-1, 0)} {
+		if _, err := st.Apply(ev); err == nil || !strings.Contains(err.Error(), "not in the job") {
+			t.Errorf("Apply(%+v) err = %v", ev, err)
+		}
+	}
+	if st.Processed != 0 {
+		t.Fatal("out-of-range image counted")
+	}
+}
+
+func TestCodec_RoundTrip(t *testing.T) {
+	at := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	evs := []Event{
+		ok(0, 1),
+		bad(1, 0, "S2", "http 404"),
+		&JobStarted{Attempt: 2, Owner: "host-1", At: at},
+		&JobCompleted{Status: StatusFailed, Errors: []StoreError{{"S2", "x"}}, Processed: 1, Failed: 1, At: at},
+	}
+	body, err := Encode(42, evs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, enc := range []string{"", EncodingGzip} {
+		data := body
+		if enc == EncodingGzip {
+			if data, err = Compress(body); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b, err := Decode(data, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.JobID != 42 || b.V != SchemaVersion || !reflect.DeepEqual(b.Events, evs) {
+			t.Fatalf("decoded %+v", b)
+		}
+	}
+	if HeaderTypeOf(evs[:1]) != string(TypeImageProcessed) || HeaderTypeOf(evs) != "batch" {
+		t.Error("HeaderTypeOf")
+	}
+}
+
+func TestCodec_RejectsWhatItDoesNotUnderstand(t *testing.T) {
+	for name, body := range map[string]string{
+		"not json":       `nope`,
+		"future version": `{"v":99,"events":[{"type":"job_started","data":{}}]}`,
+		"unknown type":   `{"v":1,"events":[{"type":"job_exploded","data":{}}]}`,
+		"no events":      `{"v":1,"events":[]}`,
+	} {
+		if _, err := Decode([]byte(body), ""); err == nil {
+			t.Errorf("%s: decoded", name)
+		}
+	}
+	if _, err := Decode([]byte(`{}`), "br"); err == nil {
+		t.Error("unknown encoding decoded")
+	}
+}
+
+func TestSubjects(t *testing.T) {
+	if s := JobSubject(12, KindImages); s != "rp.job.12.images" {
+		t.Fatal(s)
+	}
+	if f := JobFilter(12); f != "rp.job.12.>" {
+		t.Fatal(f)
+	}
+	id, kind, ok := ParseJobSubject("rp.job.12.completed")
+	if !ok || id != 12 || kind != KindCompleted {
+		t.Fatal(id, kind, ok)
+	}
+	for _, s := range []string{"rp.submitted", "rp.job.x.images", "rp.job.0.images", "rp.job.1", "rp.job.1.a.b"} {
+		if _, _, ok := ParseJobSubject(s); ok {
+			t.Errorf("ParseJobSubject(%q) ok", s)
+		}
+	}
+}
+
+func TestParseJobID(t *testing.T) {
+	for _, s := range []string{"", "0", "-1", "*", ">", "1.5", " 1", "1e3", "0x10", "99999999999999999999999"} {
+		if _, err := ParseJobID(s); err == nil {
+			t.Errorf("ParseJobID(%q) accepted", s)
+		}
+	}
+	if id, err := ParseJobID("123"); err != nil || id != 123 {
+		t.Fatal(id, err)
+	}
+}
+
+func TestReadModel_ApplyIsIdempotentAndOrdered(t *testing.T) {
+	m := NewReadModel()
+	sub := submission(Visit{StoreID: "S1", ImageURLs: []string{"a", "b"}})
+	mustApply := func(seq uint64, subject string, evs ...Event) ApplyResult {
+		t.Helper()
+		res, err := m.Apply(seq, subject, Batch{V: 1, Events: evs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	mustApply(1, SubjectSubmitted, sub)
+	mustApply(2, JobSubject(1, KindImages), ok(0, 0), ok(0, 0))
+	if res := mustApply(2, JobSubject(1, KindImages), ok(0, 1)); res.Duplicates != 1 || res.Applied != 0 {
+		t.Fatalf("replayed seq applied: %+v", res)
+	}
+	mustApply(3, JobSubject(1, KindImages), ok(0, 1))
+	mustApply(4, JobSubject(1, KindCompleted), &JobCompleted{Status: StatusCompleted})
+	v, found := m.Job(1)
+	if !found || v.Status != StatusCompleted || v.Processed != 2 {
+		t.Fatalf("job 1 = %+v", v)
+	}
+	if _, found := m.Job(2); found {
+		t.Fatal("job 2 exists")
+	}
+	if _, err := m.Apply(5, JobSubject(9, KindImages), Batch{Events: []Event{ok(0, 0)}}); err == nil {
+		t.Fatal("orphan events applied")
+	}
+	if m.LastSeq() != 5 {
+		t.Fatalf("last seq %d", m.LastSeq())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	if err := m.WaitFor(ctx, 6); err == nil {
+		t.Fatal("WaitFor(6) returned before seq 6")
+	}
+	done := make(chan error)
+	go func() { done <- m.WaitFor(context.Background(), 6) }()
+	m.Skip(6)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
