@@ -1,0 +1,175 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/retailpulse/retailpulse/events"
+)
+
+// submit handles POST /api/submit/: it decodes and validates the body,
+// hands the job to Jobs.Submit and answers 201 {"job_id": N}.
+//
+// An Idempotency-Key header (at most MaxIdempotencyKeyLength printable ASCII
+// characters) is passed to Jobs.Submit, so a client may retry a submission
+// whose answer it lost without creating a second job. Content-Type is not
+// checked: the body is parsed as JSON whatever it claims to be.
+func (h *handler) submit(w http.ResponseWriter, r *http.Request) {
+	key := r.Header.Get("Idempotency-Key")
+	if !validIdempotencyKey(key) {
+		writeError(w, http.StatusBadRequest,
+			fmt.Sprintf("Idempotency-Key must be at most %d printable ASCII characters", MaxIdempotencyKeyLength))
+		return
+	}
+	if r.ContentLength > h.maxBody {
+		h.tooLarge(w)
+		return
+	}
+	body := http.MaxBytesReader(w, r.Body, h.maxBody)
+	job, err := DecodeSubmit(body, h.limits, h.checkURL)
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			h.tooLarge(w)
+			return
+		}
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	job.SubmittedAt = h.now().UTC()
+
+	id, err := h.jobs.Submit(r.Context(), job, key)
+	switch {
+	case err == nil:
+	case errors.Is(err, events.ErrOverloaded):
+		h.unavailable(w, r, err, "service is at capacity, retry later")
+		return
+	case errors.Is(err, events.ErrStorageFull):
+		h.unavailable(w, r, err, "event log is full, retry later")
+		return
+	case isContextError(err):
+		h.unavailable(w, r, err, "submission did not complete in time, retry later")
+		return
+	default:
+		h.internalError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/api/status?jobid="+strconv.FormatUint(id, 10))
+	writeJSON(w, http.StatusCreated, submitResponse{JobID: id})
+}
+
+type submitResponse struct {
+	JobID uint64 `json:"job_id"`
+}
+
+func (h *handler) tooLarge(w http.ResponseWriter) {
+	// The rest of the body is not read: close rather than drain it.
+	w.Header().Set("Connection", "close")
+	writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", h.maxBody))
+}
+
+// validIdempotencyKey accepts "" (no key) and up to
+// MaxIdempotencyKeyLength printable ASCII characters.
+func validIdempotencyKey(key string) bool {
+	if len(key) > MaxIdempotencyKeyLength {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] < 0x20 || key[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// status handles GET /api/status?jobid=N. A jobid that is missing,
+// repeated, not a positive decimal integer, or unknown is answered 400 {}
+// exactly, as the spec says. The job id is a string in this answer (an
+// integer in submit's), as in the spec's examples.
+func (h *handler) status(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	values := r.URL.Query()["jobid"]
+	if len(values) != 1 {
+		writeRaw(w, http.StatusBadRequest, emptyObject)
+		return
+	}
+	id, err := events.ParseJobID(values[0])
+	if err != nil {
+		writeRaw(w, http.StatusBadRequest, emptyObject)
+		return
+	}
+	view, err := h.jobs.Status(r.Context(), id)
+	switch {
+	case err == nil:
+	case errors.Is(err, events.ErrJobNotFound):
+		writeRaw(w, http.StatusBadRequest, emptyObject)
+		return
+	case isContextError(err):
+		h.unavailable(w, r, err, "status lookup did not complete in time, retry later")
+		return
+	default:
+		h.internalError(w, r, err)
+		return
+	}
+	jobID := strconv.FormatUint(id, 10)
+	if view.Status == events.StatusFailed {
+		errs := view.Errors
+		if errs == nil {
+			errs = []events.StoreError{}
+		}
+		writeJSON(w, http.StatusOK, failedStatusResponse{Status: view.Status, JobID: jobID, Error: errs})
+		return
+	}
+	writeJSON(w, http.StatusOK, statusResponse{Status: view.Status, JobID: jobID})
+}
+
+var emptyObject = []byte("{}")
+
+// Field order is the spec's: status, job_id, error.
+type statusResponse struct {
+	Status events.Status `json:"status"`
+	JobID  string        `json:"job_id"`
+}
+
+type failedStatusResponse struct {
+	Status events.Status       `json:"status"`
+	JobID  string              `json:"job_id"`
+	Error  []events.StoreError `json:"error"`
+}
+
+type healthResponse struct {
+	Status string `json:"status"`
+}
+
+func (h *handler) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, healthResponse{Status: "ok"})
+}
+
+func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if !h.ready() {
+		writeJSON(w, http.StatusServiceUnavailable, healthResponse{Status: "not ready"})
+		return
+	}
+	writeJSON(w, http.StatusOK, healthResponse{Status: "ready"})
+}
+
+// unavailable answers 503 with Retry-After and logs the cause at warn.
+func (h *handler) unavailable(w http.ResponseWriter, r *http.Request, err error, msg string) {
+	h.log.Warn("request refused", "method", r.Method, "path", r.URL.Path, "error", err)
+	w.Header().Set("Retry-After", h.retryAfter)
+	writeError(w, http.StatusServiceUnavailable, msg)
+}
+
+// internalError answers 500 without details and logs the cause.
+func (h *handler) internalError(w http.ResponseWriter, r *http.Request, err error) {
+	h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	writeError(w, http.StatusInternalServerError, "internal error")
+}
+
+func isContextError(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}

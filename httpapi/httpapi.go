@@ -1,0 +1,191 @@
+// Package httpapi is retailpulse's HTTP front end: the customer's two
+// endpoints (POST /api/submit/ and GET /api/status?jobid=N) plus health,
+// readiness and metrics.
+//
+// It declares the one interface it consumes, Jobs, and imports nothing of
+// ours but the events package. Routes:
+//
+//	POST /api/submit, /api/submit/   201 {"job_id": 123}
+//	GET  /api/status, /api/status/   200 {"status": "...", "job_id": "123"[, "error": [...]]}
+//	GET  /healthz                    200 {"status": "ok"}
+//	GET  /readyz                     200 {"status": "ready"} or 503 {"status": "not ready"}
+//	GET  /metrics                    Config.MetricsHandler, when set
+//
+// Every JSON response has Content-Type application/json and carries no
+// trailing newline. Errors are {"error": "<what is wrong>"}, except the
+// status endpoint's 400, which is {} exactly, as the spec says. A route
+// answers other methods with 405 and an Allow header; an unknown path is
+// 404 {"error": "not found"}.
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/retailpulse/retailpulse/events"
+)
+
+// Jobs is the engine as the API sees it. Implementations are safe for
+// concurrent use.
+type Jobs interface {
+	// Submit durably records the job and returns its id. The same non-empty
+	// idempotencyKey returns the same id without creating a new job.
+	// events.ErrOverloaded and events.ErrStorageFull become 503 with
+	// Retry-After.
+	Submit(ctx context.Context, job *events.JobSubmitted, idempotencyKey string) (uint64, error)
+	// Status returns the job's current view, or events.ErrJobNotFound.
+	Status(ctx context.Context, id uint64) (events.JobView, error)
+}
+
+// Other defaults of Config.
+const (
+	DefaultRetryAfter = time.Second
+	// MaxIdempotencyKeyLength bounds the Idempotency-Key header.
+	MaxIdempotencyKeyLength = 128
+)
+
+// Config configures NewHandler. Only Jobs is required; a zero field takes
+// its default.
+type Config struct {
+	// Jobs receives submissions and answers status requests.
+	Jobs Jobs
+	// CheckURL validates one image URL at submit; its error is shown to the
+	// client. Nil accepts any non-empty string.
+	CheckURL func(raw string) error
+	// MaxBodyBytes caps a submit body: a larger one is refused with 413.
+	// Default DefaultMaxBodyBytes (10 MiB).
+	MaxBodyBytes int64
+	// MaxVisits, MaxImages and MaxURLLength bound a submission (see
+	// Limits); beyond them a submit is refused with 400 naming the limit.
+	MaxVisits    int
+	MaxImages    int
+	MaxURLLength int
+	// APITokens, if not empty, makes every /api/ path require
+	// "Authorization: Bearer <token>" with one of these tokens; otherwise
+	// the answer is 401 with WWW-Authenticate: Bearer. Health, readiness
+	// and metrics are never behind a token.
+	APITokens []string
+	// Ready reports readiness for /readyz. Nil means always ready.
+	Ready func() bool
+	// Instrument, if set, wraps each route's handler, given the route's
+	// template ("/api/submit", "/api/status", "/healthz", "/readyz",
+	// "/metrics"); both spellings of a route share one template.
+	Instrument func(route string, h http.Handler) http.Handler
+	// MetricsHandler is served at /metrics when set.
+	MetricsHandler http.Handler
+	// RetryAfter is sent in Retry-After with every 503, in whole seconds,
+	// rounded up, at least 1. Default DefaultRetryAfter.
+	RetryAfter time.Duration
+	// Logger receives server errors (500s, recovered panics) and refused
+	// submissions (503s). Default: discard.
+	Logger *slog.Logger
+	// Now stamps SubmittedAt. Default time.Now.
+	Now func() time.Time
+}
+
+// handler holds a validated Config.
+type handler struct {
+	jobs       Jobs
+	checkURL   func(string) error
+	maxBody    int64
+	limits     Limits
+	tokens     [][sha256.Size]byte
+	ready      func() bool
+	retryAfter string
+	log        *slog.Logger
+	now        func() time.Time
+}
+
+// NewHandler validates cfg and returns the API's handler. It fails if Jobs
+// is nil, a limit is negative, or a token is empty.
+func NewHandler(cfg Config) (http.Handler, error) {
+	if cfg.Jobs == nil {
+		return nil, errors.New("httpapi: Config.Jobs is required")
+	}
+	if cfg.MaxBodyBytes < 0 || cfg.MaxVisits < 0 || cfg.MaxImages < 0 || cfg.MaxURLLength < 0 || cfg.RetryAfter < 0 {
+		return nil, errors.New("httpapi: limits and RetryAfter must not be negative")
+	}
+	h := &handler{
+		jobs:     cfg.Jobs,
+		checkURL: cfg.CheckURL,
+		maxBody:  cfg.MaxBodyBytes,
+		limits:   Limits{MaxVisits: cfg.MaxVisits, MaxImages: cfg.MaxImages, MaxURLLength: cfg.MaxURLLength}.withDefaults(),
+		ready:    cfg.Ready,
+		log:      cfg.Logger,
+		now:      cfg.Now,
+	}
+	if h.maxBody == 0 {
+		h.maxBody = DefaultMaxBodyBytes
+	}
+	for i, tok := range cfg.APITokens {
+		if tok == "" {
+			return nil, fmt.Errorf("httpapi: APITokens[%d] is empty", i)
+		}
+		h.tokens = append(h.tokens, sha256.Sum256([]byte(tok)))
+	}
+	if h.ready == nil {
+		h.ready = func() bool { return true }
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	retry := cfg.RetryAfter
+	if retry == 0 {
+		retry = DefaultRetryAfter
+	}
+	h.retryAfter = fmt.Sprint(max(1, int64((retry+time.Second-1)/time.Second)))
+
+	instrument := cfg.Instrument
+	if instrument == nil {
+		instrument = func(_ string, h http.Handler) http.Handler { return h }
+	}
+	route := func(r *mux.Router, template string, paths []string, inner http.Handler) {
+		wrapped := instrument(template, h.recoverPanics(inner))
+		for _, p := range paths {
+			r.Handle(p, wrapped)
+		}
+	}
+
+	r := mux.NewRouter()
+	r.StrictSlash(false) // both spellings are routes of their own; never redirect
+	route(r, "/api/submit", []string{"/api/submit", "/api/submit/"},
+		h.requireToken(allowMethods(h.submit, http.MethodPost)))
+	route(r, "/api/status", []string{"/api/status", "/api/status/"},
+		h.requireToken(allowMethods(h.status, http.MethodGet, http.MethodHead)))
+	route(r, "/healthz", []string{"/healthz"},
+		allowMethods(h.healthz, http.MethodGet, http.MethodHead))
+	route(r, "/readyz", []string{"/readyz"},
+		allowMethods(h.readyz, http.MethodGet, http.MethodHead))
+	if cfg.MetricsHandler != nil {
+		route(r, "/metrics", []string{"/metrics"},
+			allowMethods(cfg.MetricsHandler.ServeHTTP, http.MethodGet, http.MethodHead))
+	}
+	r.NotFoundHandler = http.HandlerFunc(h.notFound)
+	return h.recoverPanics(r), nil
+}
+
+// NewServer returns an http.Server for h on addr with timeouts and a header
+// cap suited to this API: ReadHeaderTimeout 5s, ReadTimeout 30s (a 10 MiB
+// body over a slow link), WriteTimeout 30s, IdleTimeout 120s,
+// MaxHeaderBytes 64 KiB.
+func NewServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
