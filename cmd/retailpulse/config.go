@@ -1,0 +1,223 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2 // bad flags or configuration
+)
+
+// serveConfig is everything `retailpulse serve` takes. Each flag has an
+// environment fallback RETAILPULSE_<FLAG_IN_UPPER_SNAKE>.
+type serveConfig struct {
+	Addr                 string
+	DataDir              string
+	Stores               string
+	AllowPrivateNetworks bool
+	GPUPause             string
+	pauseMin, pauseMax   time.Duration
+	NATSURL              string
+	Replicas             int
+	Fsync                string
+	syncAlways           bool
+	syncInterval         time.Duration
+	MaxStreamBytes       int64
+	AckWait              time.Duration
+	JobSlots             int
+	ImageSlots           int
+	StoreConcurrency     int
+	MaxAttempts          int
+	ShutdownTimeout      time.Duration
+	MaxBodyBytes         int64
+	MaxVisits            int
+	MaxImages            int
+	MaxURLLength         int
+	MaxPendingSubmits    int
+	APIToken             string
+	LogLevel             string
+	LogFormat            string
+}
+
+// flagSet registers cfg's flags on a new FlagSet named name.
+func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Addr, "addr", ":8080", "HTTP listen address")
+	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "directory for the embedded NATS server's data")
+	fs.StringVar(&cfg.Stores, "stores", "", "store master CSV (AreaCode,StoreName,StoreID); empty = built-in sample")
+	fs.BoolVar(&cfg.AllowPrivateNetworks, "allow-private-networks", false, "permit image URLs on loopback and private addresses (tests, local demos)")
+	fs.StringVar(&cfg.GPUPause, "gpu-pause", "100ms-400ms", "pause per image imitating GPU work: MIN-MAX, a single duration, or 0")
+	fs.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS server(s), comma-separated; empty = embedded single node")
+	fs.IntVar(&cfg.Replicas, "replicas", 1, "stream replicas (3 on an external cluster)")
+	fs.StringVar(&cfg.Fsync, "fsync", "always", "embedded server fsync: always, or an interval such as 1s (data-loss window on power loss)")
+	fs.Int64Var(&cfg.MaxStreamBytes, "max-stream-bytes", 10<<30, "event log byte limit; submits answer 503 when it is reached")
+	fs.DurationVar(&cfg.AckWait, "ack-wait", 60*time.Second, "time a silent job owner keeps a job before it is redelivered")
+	fs.IntVar(&cfg.JobSlots, "job-slots", 64, "jobs processed at once by this instance")
+	fs.IntVar(&cfg.ImageSlots, "image-slots", 2048, "images processed at once by this instance")
+	fs.IntVar(&cfg.StoreConcurrency, "store-concurrency", 16, "images processed at once per store of a job")
+	fs.IntVar(&cfg.MaxAttempts, "max-attempts", 5, "deliveries of a job before it is completed as failed")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight images may finish on shutdown")
+	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 10<<20, "largest submit body (413 above)")
+	fs.IntVar(&cfg.MaxVisits, "max-visits", 10_000, "visits per job")
+	fs.IntVar(&cfg.MaxImages, "max-images", 100_000, "images per job")
+	fs.IntVar(&cfg.MaxURLLength, "max-url-length", 2048, "characters per image URL")
+	fs.IntVar(&cfg.MaxPendingSubmits, "max-pending-submits", 256, "submits being stored at once (503 above)")
+	fs.StringVar(&cfg.APIToken, "api-token", "", "require Authorization: Bearer <token> on /api/* (comma-separated for several)")
+	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&cfg.LogFormat, "log-format", "text", "text or json")
+	return fs
+}
+
+// parse reads args, then fills every flag not given from its environment
+// variable, then validates.
+func (cfg *serveConfig) parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return flagHelp
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		env := envName(f.Name)
+		if v := getenv(env); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %v", env, v, err))
+			}
+		}
+	})
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return cfg.validate()
+}
+
+func envName(flagName string) string {
+	return "RETAILPULSE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func (cfg *serveConfig) validate() error {
+	var err error
+	if cfg.pauseMin, cfg.pauseMax, err = parsePause(cfg.GPUPause); err != nil {
+		return fmt.Errorf("--gpu-pause: %w", err)
+	}
+	switch cfg.Fsync {
+	case "always":
+		cfg.syncAlways = true
+	default:
+		d, err := time.ParseDuration(cfg.Fsync)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("--fsync: want \"always\" or a positive duration, got %q", cfg.Fsync)
+		}
+		cfg.syncInterval = d
+	}
+	checks := []struct {
+		ok   bool
+		what string
+	}{
+		{cfg.Addr != "", "--addr is required"},
+		{cfg.DataDir != "" || cfg.NATSURL != "", "--data-dir is required with the embedded server"},
+		{cfg.Replicas == 1 || cfg.Replicas == 3 || cfg.Replicas == 5, "--replicas must be 1, 3 or 5"},
+		{cfg.NATSURL != "" || cfg.Replicas == 1, "--replicas above 1 needs --nats-url (a cluster)"},
+		{cfg.MaxStreamBytes >= 1<<20, "--max-stream-bytes must be at least 1 MiB"},
+		{cfg.AckWait >= time.Second, "--ack-wait must be at least 1s"},
+		{cfg.JobSlots > 0, "--job-slots must be positive"},
+		{cfg.ImageSlots > 0, "--image-slots must be positive"},
+		{cfg.StoreConcurrency > 0, "--store-concurrency must be positive"},
+		{cfg.MaxAttempts > 0, "--max-attempts must be positive"},
+		{cfg.ShutdownTimeout > 0, "--shutdown-timeout must be positive"},
+		{cfg.MaxBodyBytes > 0, "--max-body-bytes must be positive"},
+		{cfg.MaxVisits > 0 && cfg.MaxImages > 0 && cfg.MaxURLLength > 0, "--max-visits, --max-images and --max-url-length must be positive"},
+		{cfg.MaxPendingSubmits > 0, "--max-pending-submits must be positive"},
+		{cfg.LogFormat == "text" || cfg.LogFormat == "json", "--log-format must be text or json"},
+	}
+	for _, c := range checks {
+		if !c.ok {
+			return errors.New(c.what)
+		}
+	}
+	if _, err := parseLevel(cfg.LogLevel); err != nil {
+		return err
+	}
+	return nil
+}
+
+// parsePause parses "MIN-MAX", a single duration, or "0".
+func parsePause(s string) (lo, hi time.Duration, err error) {
+	s = strings.TrimSpace(s)
+	if s == "0" || s == "" {
+		return 0, 0, nil
+	}
+	a, b, isRange := strings.Cut(s, "-")
+	if lo, err = time.ParseDuration(a); err != nil {
+		return 0, 0, fmt.Errorf("want MIN-MAX (e.g. 100ms-400ms) or 0: %v", err)
+	}
+	hi = lo
+	if isRange {
+		if hi, err = time.ParseDuration(b); err != nil {
+			return 0, 0, fmt.Errorf("want MIN-MAX (e.g. 100ms-400ms) or 0: %v", err)
+		}
+	}
+	if lo < 0 || hi < lo {
+		return 0, 0, fmt.Errorf("want 0 <= MIN <= MAX, got %q", s)
+	}
+	return lo, hi, nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level: %v", err)
+	}
+	return l, nil
+}
+
+// redacted returns the configuration as log attributes, secrets hidden.
+func (cfg *serveConfig) redacted() []any {
+	token := ""
+	if cfg.APIToken != "" {
+		token = "(set)"
+	}
+	natsURL := cfg.NATSURL
+	if natsURL == "" {
+		natsURL = "(embedded)"
+	}
+	return []any{
+		"addr", cfg.Addr, "data_dir", cfg.DataDir, "stores", orDefault(cfg.Stores, "(sample)"),
+		"allow_private_networks", cfg.AllowPrivateNetworks, "gpu_pause", cfg.GPUPause, "nats_url", natsURL,
+		"replicas", cfg.Replicas, "fsync", cfg.Fsync, "max_stream_bytes", cfg.MaxStreamBytes,
+		"ack_wait", cfg.AckWait, "job_slots", cfg.JobSlots, "image_slots", cfg.ImageSlots,
+		"store_concurrency", cfg.StoreConcurrency, "max_attempts", cfg.MaxAttempts,
+		"shutdown_timeout", cfg.ShutdownTimeout, "max_body_bytes", cfg.MaxBodyBytes,
+		"max_visits", cfg.MaxVisits, "max_images", cfg.MaxImages, "max_url_length", cfg.MaxURLLength,
+		"max_pending_submits", cfg.MaxPendingSubmits, "api_token", token,
+	}
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// flagHelp: -h was given; usage is printed, exit 0.
+var flagHelp = flag.ErrHelp
