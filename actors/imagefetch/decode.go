@@ -2,6 +2,7 @@ package imagefetch
 
 import (
 	"errors"
+	"fmt"
 	"image"
 	"io"
 
@@ -50,7 +51,14 @@ func (b *limitedBody) exceeded() bool { return b.n > b.limit }
 // 100000x100000 costs nothing. The returned error is either the body's own
 // (transport) error, to be classed by the caller, or an *Error of class
 // ClassTooLarge or ClassNotImage.
+//
+// A decoder that panics on hostile input fails this image, not the process.
 func decodeHeader(body io.Reader, maxBytes int64) (width, height int, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			width, height, err = 0, 0, newError(ClassNotImage, fmt.Errorf("decoder panic: %v", r))
+		}
+	}()
 	lb := &limitedBody{r: body, limit: maxBytes}
 	cfg, _, err := image.DecodeConfig(lb)
 	switch {

@@ -37,47 +37,63 @@ func (d *Delivery) Release(delay time.Duration) error {
 
 // NextJob blocks until a job is available or ctx ends. It fetches exactly
 // one message: pre-buffered messages would run out their ack timers while
-// waiting for a free job slot and be processed twice.
+// waiting for a free job slot and be processed twice. If ctx ends while a
+// fetch is outstanding, a job that arrives anyway is released at once.
 func (s *Store) NextJob(ctx context.Context) (*Delivery, error) {
+	type result struct {
+		d   *Delivery
+		err error
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		wait := 5 * time.Second
-		if dl, ok := ctx.Deadline(); ok {
-			wait = min(wait, time.Until(dl))
-		}
-		if wait < time.Millisecond {
-			return nil, context.DeadlineExceeded
-		}
-		batch, err := s.work.Fetch(1, jetstream.FetchMaxWait(wait))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
+		ch := make(chan result, 1)
+		go func() {
+			d, err := s.fetchOne(5 * time.Second)
+			ch <- result{d, err}
+		}()
+		select {
+		case r := <-ch:
+			if r.d != nil {
+				return r.d, nil
 			}
-			select { // transient (reconnecting, leader change): back off a little
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(200 * time.Millisecond):
+			if r.err != nil {
+				select { // transient (reconnecting, leader change): back off a little
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				case <-time.After(200 * time.Millisecond):
+				}
 			}
-			continue
-		}
-		for m := range batch.Messages() {
-			md, err := m.Metadata()
-			if err != nil {
-				_ = m.Term()
-				continue
-			}
-			return &Delivery{msg: m, ID: md.Sequence.Stream, Attempt: int(md.NumDelivered)}, nil
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(200 * time.Millisecond):
-			}
+		case <-ctx.Done():
+			go func() {
+				if r := <-ch; r.d != nil {
+					_ = r.d.Release(0)
+				}
+			}()
+			return nil, ctx.Err()
 		}
 	}
+}
+
+// fetchOne waits up to wait for one job; (nil, nil) when none came.
+func (s *Store) fetchOne(wait time.Duration) (*Delivery, error) {
+	batch, err := s.work.Fetch(1, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		return nil, err
+	}
+	for m := range batch.Messages() {
+		md, err := m.Metadata()
+		if err != nil {
+			_ = m.Term()
+			continue
+		}
+		return &Delivery{msg: m, ID: md.Sequence.Stream, Attempt: int(md.NumDelivered)}, nil
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		return nil, err
+	}
+	return nil, nil
 }
 
 // Info is the stream's state.
