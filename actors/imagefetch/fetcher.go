@@ -1,0 +1,391 @@
+// Package imagefetch downloads images from client-supplied URLs and reports
+// their dimensions, reading only the image header.
+//
+// Every URL is untrusted. The fetcher only speaks http and https, checks the
+// address it actually dials (so DNS rebinding and odd IP spellings cannot reach
+// loopback, private or cloud-metadata addresses), follows a bounded number of
+// redirects and re-checks each, has no proxy, bounds every phase with a
+// timeout, reads at most a fixed number of bytes per image and never decodes
+// pixels. Failures come back as coarse classes (see Error) that are safe to
+// record and show: never raw dial errors, addresses or ports.
+package imagefetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Config tunes a Fetcher. Zero fields take the documented defaults.
+type Config struct {
+	// AllowPrivateNetworks permits loopback, private, link-local and the other
+	// destinations IsBlocked refuses. For tests and local demos only.
+	AllowPrivateNetworks bool
+
+	ConnectTimeout time.Duration // TCP connect; default 5s
+	TLSTimeout     time.Duration // TLS handshake; default 5s
+	HeaderTimeout  time.Duration // from request sent to response headers; default 10s
+	AttemptTimeout time.Duration // one whole attempt, body included; default 30s
+	TotalTimeout   time.Duration // all attempts and backoff; default 2m
+
+	// MaxBytes is how much of a body is read looking for the image header
+	// before giving up with "too large"; default 16 MiB. A larger body is
+	// fine as long as its header comes early.
+	MaxBytes int64
+
+	// MaxRetries is the number of retries after the first attempt for
+	// transient failures (5xx, 429, timeouts, broken connections); default 3.
+	// Negative disables retries.
+	MaxRetries int
+	// BackoffBase and BackoffMax bound the capped exponential backoff with
+	// full jitter between attempts: attempt n waits uniformly in
+	// [0, min(BackoffMax, BackoffBase*2^n)]. Defaults 200ms and 5s.
+	BackoffBase, BackoffMax time.Duration
+	// MaxRetryAfter caps how long a Retry-After on a 429 or 503 is honoured;
+	// default 10s.
+	MaxRetryAfter time.Duration
+
+	// PerHostConcurrency bounds concurrent requests to one host (name and
+	// port of the submitted URL; redirects are served under its slot);
+	// default 32. Waiting for a slot counts against TotalTimeout, not
+	// AttemptTimeout.
+	PerHostConcurrency int
+	// MaxRedirects bounds the redirects followed; default 3. Negative
+	// follows none.
+	MaxRedirects int
+
+	// UserAgent is sent with every request; default "retailpulse-imagefetch/1".
+	UserAgent string
+}
+
+const defaultUserAgent = "retailpulse-imagefetch/1"
+
+func (c Config) withDefaults() Config {
+	setDuration := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	setDuration(&c.ConnectTimeout, 5*time.Second)
+	setDuration(&c.TLSTimeout, 5*time.Second)
+	setDuration(&c.HeaderTimeout, 10*time.Second)
+	setDuration(&c.AttemptTimeout, 30*time.Second)
+	setDuration(&c.TotalTimeout, 2*time.Minute)
+	setDuration(&c.BackoffBase, 200*time.Millisecond)
+	setDuration(&c.BackoffMax, 5*time.Second)
+	setDuration(&c.MaxRetryAfter, 10*time.Second)
+	if c.MaxBytes <= 0 {
+		c.MaxBytes = 16 << 20
+	}
+	switch {
+	case c.MaxRetries == 0:
+		c.MaxRetries = 3
+	case c.MaxRetries < 0:
+		c.MaxRetries = 0
+	}
+	if c.PerHostConcurrency <= 0 {
+		c.PerHostConcurrency = 32
+	}
+	switch {
+	case c.MaxRedirects == 0:
+		c.MaxRedirects = 3
+	case c.MaxRedirects < 0:
+		c.MaxRedirects = 0
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = defaultUserAgent
+	}
+	return c
+}
+
+// Fetcher fetches image headers. It is safe for concurrent use by many
+// goroutines; share one per process so connections and per-host limits are
+// shared too.
+type Fetcher struct {
+	cfg       Config
+	transport *http.Transport
+	client    *http.Client
+	hosts     *hostLimiter
+
+	// Seams, fixed before first use; tests replace them.
+	permit func(netip.Addr) bool                            // may this address be dialled?
+	sleep  func(ctx context.Context, d time.Duration) error // backoff wait
+	jitter func(n int64) int64                              // uniform in [0, n)
+	now    func() time.Time                                 // for Retry-After dates
+}
+
+var (
+	errTooManyRedirects = errors.New("too many redirects")
+	errBadRedirect      = errors.New("redirect target refused")
+)
+
+// New returns a Fetcher for cfg; zero fields take defaults.
+func New(cfg Config) *Fetcher {
+	cfg = cfg.withDefaults()
+	f := &Fetcher{
+		cfg:    cfg,
+		hosts:  newHostLimiter(cfg.PerHostConcurrency),
+		permit: permitPublic,
+		sleep:  sleepCtx,
+		jitter: rand.Int64N,
+		now:    time.Now,
+	}
+	if cfg.AllowPrivateNetworks {
+		f.permit = permitAll
+	}
+	dialer := &net.Dialer{
+		Timeout:   cfg.ConnectTimeout,
+		KeepAlive: 30 * time.Second,
+		// Every address dialled, first hop or redirect, passes the guard.
+		Control: dialControl(func(ip netip.Addr) bool { return f.permit(ip) }),
+	}
+	f.transport = &http.Transport{
+		Proxy:                  nil, // never route through an environment proxy
+		DialContext:            dialer.DialContext,
+		ForceAttemptHTTP2:      true,
+		TLSHandshakeTimeout:    cfg.TLSTimeout,
+		ResponseHeaderTimeout:  cfg.HeaderTimeout,
+		ExpectContinueTimeout:  time.Second,
+		MaxIdleConns:           256,
+		MaxIdleConnsPerHost:    min(cfg.PerHostConcurrency, 32),
+		IdleConnTimeout:        90 * time.Second,
+		MaxResponseHeaderBytes: 64 << 10,
+	}
+	f.client = &http.Client{Transport: f.transport, CheckRedirect: f.checkRedirect}
+	return f
+}
+
+// Close closes idle connections. It does not interrupt requests in flight,
+// and the Fetcher stays usable afterwards.
+func (f *Fetcher) Close() { f.transport.CloseIdleConnections() }
+
+// Dimensions fetches rawURL and returns the width and height from the image
+// header (JPEG, PNG, GIF, WebP, BMP or TIFF), reading no more of the body than
+// the header needs and never decoding pixels.
+//
+// Transient failures (5xx, 429, timeouts, connections broken mid-response) are
+// retried up to Config.MaxRetries times with jittered exponential backoff,
+// honouring Retry-After on 429 and 503; other failures are final. The whole
+// call is bounded by Config.TotalTimeout.
+//
+// If ctx ends first, Dimensions returns promptly with ctx.Err() itself,
+// unwrapped. Every other error is an *Error whose Error() is its coarse class.
+// Safe for concurrent use.
+func (f *Fetcher) Dimensions(ctx context.Context, rawURL string) (width, height int, err error) {
+	u, err := parseURL(rawURL)
+	if err != nil {
+		return 0, 0, newError(ClassInvalidURL, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, 0, err
+	}
+	total, cancel := context.WithTimeout(ctx, f.cfg.TotalTimeout)
+	defer cancel()
+	host := hostKey(u)
+
+	for attempt := 0; ; attempt++ {
+		w, h, retryAfter, err := f.attempt(total, rawURL, host)
+		if err == nil {
+			return w, h, nil
+		}
+		if ctx.Err() != nil {
+			return 0, 0, ctx.Err()
+		}
+		ferr, retry := classify(err)
+		if total.Err() != nil {
+			return 0, 0, newError(ClassTimeout, err)
+		}
+		if !retry || attempt >= f.cfg.MaxRetries {
+			return 0, 0, ferr
+		}
+		delay := f.backoff(attempt)
+		if retryAfter >= 0 {
+			delay = min(retryAfter, f.cfg.MaxRetryAfter)
+		}
+		if deadline, ok := total.Deadline(); ok && time.Until(deadline) < delay {
+			return 0, 0, ferr // the retry could not finish in time anyway
+		}
+		if err := f.sleep(total, delay); err != nil {
+			if ctx.Err() != nil {
+				return 0, 0, ctx.Err()
+			}
+			return 0, 0, newError(ClassTimeout, err)
+		}
+	}
+}
+
+// attempt makes one request under a host slot and AttemptTimeout. retryAfter
+// is the server's Retry-After on a 429 or 503, else negative. err is an
+// *Error or a raw transport/context error for classify.
+func (f *Fetcher) attempt(ctx context.Context, rawURL, host string) (width, height int, retryAfter time.Duration, err error) {
+	retryAfter = -1
+	release, err := f.hosts.acquire(ctx, host)
+	if err != nil {
+		return 0, 0, retryAfter, err
+	}
+	defer release()
+
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.AttemptTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return 0, 0, retryAfter, newError(ClassInvalidURL, err)
+	}
+	req.Header.Set("User-Agent", f.cfg.UserAgent)
+	req.Header.Set("Accept", "image/*")
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return 0, 0, retryAfter, attemptErr(ctx, err)
+	}
+	// Closing before EOF drops the connection rather than draining the rest
+	// of a large body we have no use for.
+	defer resp.Body.Close()
+
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), f.now())
+		}
+		return 0, 0, retryAfter, statusError(resp.StatusCode, resp.Status)
+	}
+	width, height, err = decodeHeader(resp.Body, f.cfg.MaxBytes)
+	if err != nil {
+		return 0, 0, retryAfter, attemptErr(ctx, err)
+	}
+	return width, height, retryAfter, nil
+}
+
+// attemptErr turns a failure that happened because the attempt's deadline
+// (its own or TotalTimeout's) passed into a timeout, whatever shape the
+// transport gave it ("request canceled", a broken body read). A caller's
+// cancellation is left alone: Dimensions returns ctx.Err() for it.
+func attemptErr(attemptCtx context.Context, err error) error {
+	if errors.Is(context.Cause(attemptCtx), context.DeadlineExceeded) && !isClassed(err) {
+		return newError(ClassTimeout, err)
+	}
+	return err
+}
+
+func isClassed(err error) bool {
+	var fe *Error
+	return errors.As(err, &fe)
+}
+
+func (f *Fetcher) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) > f.cfg.MaxRedirects {
+		return errTooManyRedirects
+	}
+	if err := checkParsed(req.URL); err != nil {
+		return fmt.Errorf("%w: %v", errBadRedirect, err)
+	}
+	return nil
+}
+
+// backoff is capped exponential backoff with full jitter for the wait after
+// attempt n (0-based).
+func (f *Fetcher) backoff(n int) time.Duration {
+	ceiling := f.cfg.BackoffMax
+	if n < 62 {
+		if d := f.cfg.BackoffBase << n; d > 0 && d>>n == f.cfg.BackoffBase && d < ceiling {
+			ceiling = d
+		}
+	}
+	return time.Duration(f.jitter(int64(ceiling) + 1))
+}
+
+// classify maps an attempt's error to its coarse class and whether another
+// attempt may help.
+func classify(err error) (*Error, bool) {
+	var fe *Error
+	if errors.As(err, &fe) {
+		retry := fe.Class == ClassHTTP5xx || fe.Class == ClassTimeout || fe.StatusCode == http.StatusTooManyRequests
+		return fe, retry
+	}
+	var dnsErr *net.DNSError
+	switch {
+	case errors.Is(err, errBlockedDial):
+		return newError(ClassBlocked, err), false
+	case errors.Is(err, errTooManyRedirects):
+		return newError(ClassTooManyRedirects, err), false
+	case errors.Is(err, errBadRedirect):
+		return newError(ClassInvalidURL, err), false
+	case isTimeout(err):
+		return newError(ClassTimeout, err), true
+	case errors.As(err, &dnsErr):
+		return newError(ClassConnection, err), dnsErr.IsTemporary && !dnsErr.IsNotFound
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return newError(ClassConnection, err), false
+	case errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.ECONNABORTED),
+		errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.EOF),
+		errors.Is(err, io.ErrUnexpectedEOF):
+		return newError(ClassConnection, err), true
+	default:
+		return newError(ClassConnection, err), false
+	}
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// parseRetryAfter reads a Retry-After value, delay-seconds or an HTTP date,
+// and returns the wait it asks for, or -1 if absent or unreadable.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return -1
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs < 0 {
+			return -1
+		}
+		return time.Duration(min(secs, 1<<20)) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0)
+	}
+	return -1
+}
+
+// hostKey names the per-host limit bucket: lower-case host and port, with the
+// scheme's default port filled in.
+func hostKey(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if strings.EqualFold(u.Scheme, "https") {
+			port = "443"
+		}
+	}
+	return net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
