@@ -375,3 +375,20 @@ func (s *Store) Append(ctx context.Context, id uint64, kind string, fence uint64
 	}
 	return seq, nil
 }
+
+// Attach opens an existing stream without changing its configuration (for
+// operator tools reading a data dir). It creates no consumer: NextJob must
+// not be called on the result.
+func Attach(ctx context.Context, nc *nats.Conn, streamName string) (*Store, error) {
+	cfg := Config{Stream: streamName}
+	cfg.defaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	st, err := js.Stream(ctx, cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("attach stream %s: %w", cfg.Stream, err)
+	}
+	return &Store{cfg: cfg, nc: nc, js: js, stream: st}, nil
+}

@@ -177,3 +177,66 @@ func (d *Delivery) JobID() uint64 { return d.ID }
 
 // Attempts returns the delivery count (1 on first delivery).
 func (d *Delivery) Attempts() int { return d.Attempt }
+
+// Message is one stored message as Scan delivers it.
+type Message struct {
+	Seq     uint64
+	Subject string
+	Time    time.Time
+	Batch   events.Batch
+	Err     error // the body could not be decoded
+}
+
+// Scan delivers the messages with sequences in [from, to] in order (to = 0:
+// up to the last message stored when Scan starts). fn returning an error
+// stops the scan with that error.
+func (s *Store) Scan(ctx context.Context, from, to uint64, fn func(Message) error) error {
+	if to == 0 {
+		info, err := s.Info(ctx)
+		if err != nil {
+			return err
+		}
+		to = info.LastSeq
+	}
+	if from == 0 {
+		from = 1
+	}
+	if to < from {
+		return nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
+	cons, err := s.js.OrderedConsumer(ctx, s.cfg.Stream, cfg)
+	if err != nil {
+		return fmt.Errorf("scan: %w", err)
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2000))
+	if err != nil {
+		return fmt.Errorf("scan: %w", err)
+	}
+	defer iter.Stop()
+	stop := context.AfterFunc(ctx, iter.Stop)
+	defer stop()
+	for {
+		m, err := iter.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("scan: %w", err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("scan: %w", err)
+		}
+		if md.Sequence.Stream > to {
+			return nil
+		}
+		b, derr := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding))
+		if err := fn(Message{Seq: md.Sequence.Stream, Subject: m.Subject(), Time: md.Timestamp, Batch: b, Err: derr}); err != nil {
+			return err
+		}
+		if md.Sequence.Stream >= to || md.NumPending == 0 {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,285 @@
+package jsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/retailpulse/retailpulse/events"
+)
+
+// checkFor polls fn until it returns nil or total passes.
+func checkFor(t testing.TB, total time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", total, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// MustStartSingle starts an embedded single node (no listener) and returns a
+// connection to it.
+func MustStartSingle(t testing.TB) *nats.Conn {
+	t.Helper()
+	s, err := StartServer(ServerConfig{Name: "single", StoreDir: t.TempDir(), SyncAlways: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	nc, err := ConnectInProcess(s, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// MustStartCluster starts a 3-node cluster on loopback and returns the
+// servers and a connection to all of them.
+func MustStartCluster(t testing.TB) ([]*server.Server, *nats.Conn) {
+	t.Helper()
+	// Every node needs its routes up front (JetStream refuses a cluster
+	// without them), so reserve the three cluster ports first.
+	var routes []*url.URL
+	var ports []int
+	for range 3 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		l.Close()
+		u, _ := url.Parse(fmt.Sprintf("nats-route://127.0.0.1:%d", ports[len(ports)-1]))
+		routes = append(routes, u)
+	}
+	servers := make([]*server.Server, 3)
+	errs := make(chan error, 3)
+	for i := range 3 {
+		go func() {
+			s, err := StartServer(ServerConfig{
+				Name: fmt.Sprintf("n%d", i+1), StoreDir: t.TempDir(), SyncAlways: true,
+				Listen: true, Port: -1, ClusterName: "rp-test", ClusterPort: ports[i], Routes: routes,
+			})
+			servers[i] = s
+			errs <- err
+		}()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range servers {
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	}
+	checkFor(t, 20*time.Second, func() error {
+		for _, s := range servers {
+			if s.NumRoutes() < 2 {
+				return fmt.Errorf("%s has %d routes", s.Name(), s.NumRoutes())
+			}
+			if !s.JetStreamIsClustered() || s.JetStreamIsCurrent() == false {
+				return fmt.Errorf("%s: jetstream not current", s.Name())
+			}
+		}
+		return nil
+	})
+	var urls []string
+	for _, s := range servers {
+		urls = append(urls, s.ClientURL())
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return servers, nc
+}
+
+// backends runs the contract suite against every kind of deployment.
+var backends = []struct {
+	name string
+	open func(t testing.TB, cfg Config) *Store
+}{
+	{"single", func(t testing.TB, cfg Config) *Store {
+		return mustOpen(t, MustStartSingle(t), cfg)
+	}},
+	{"cluster", func(t testing.TB, cfg Config) *Store {
+		_, nc := MustStartCluster(t)
+		cfg.Replicas = 3
+		return mustOpen(t, nc, cfg)
+	}},
+}
+
+func mustOpen(t testing.TB, nc *nats.Conn, cfg Config) *Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Open(ctx, nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func sampleJob(images ...string) *events.JobSubmitted {
+	return &events.JobSubmitted{Count: 1, Visits: []events.Visit{{StoreID: "S1", ImageURLs: images, VisitTime: "t"}}}
+}
+
+func processed(v, i int) *events.ImageProcessed {
+	return &events.ImageProcessed{ImageRef: events.ImageRef{Visit: v, Index: i}, StoreID: "S1", Width: 1, Height: 1, Perimeter: 4}
+}
+
+func TestStore_Contract(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts NATS clusters")
+	}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			s := b.open(t, Config{})
+			ctx := context.Background()
+
+			t.Run("submit returns the sequence as job id, idempotently by key", func(t *testing.T) {
+				id1, err := s.Submit(ctx, sampleJob("http://x/a.jpg"), "key-1")
+				if err != nil {
+					t.Fatal(err)
+				}
+				again, err := s.Submit(ctx, sampleJob("http://x/a.jpg"), "key-1")
+				if err != nil || again != id1 {
+					t.Fatalf("retry with same key: %d, %v; want %d", again, err, id1)
+				}
+				id2, err := s.Submit(ctx, sampleJob("http://x/a.jpg"), "")
+				if err != nil || id2 <= id1 {
+					t.Fatalf("second job id %d (err %v) not above %d", id2, err, id1)
+				}
+				if _, err := s.Submission(ctx, id2+100); !errors.Is(err, events.ErrJobNotFound) {
+					t.Fatalf("missing job: %v", err)
+				}
+			})
+
+			t.Run("fenced appends: retries resolve to the first write, stale owners are refused", func(t *testing.T) {
+				id, err := s.Submit(ctx, sampleJob("a", "b", "c"), "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				seq1, err := s.Append(ctx, id, events.KindImages, 0, "owner-a/0", processed(0, 0))
+				if err != nil {
+					t.Fatal(err)
+				}
+				// A retry of the same append (its ack was lost) is the same write.
+				retry, err := s.Append(ctx, id, events.KindImages, 0, "owner-a/0", processed(0, 0))
+				if err != nil || retry != seq1 {
+					t.Fatalf("retried append: seq %d err %v, want %d", retry, err, seq1)
+				}
+				// Another owner holding the old fence must not write.
+				if _, err := s.Append(ctx, id, events.KindImages, 0, "owner-b/0", processed(0, 1)); !errors.Is(err, events.ErrFenced) {
+					t.Fatalf("stale owner: %v, want ErrFenced", err)
+				}
+				seq2, err := s.Append(ctx, id, events.KindImages, seq1, "owner-a/"+fmt.Sprint(seq1), processed(0, 1), processed(0, 2))
+				if err != nil || seq2 <= seq1 {
+					t.Fatalf("second append: %d %v", seq2, err)
+				}
+				// Another job's appends do not move this job's fence.
+				other, _ := s.Submit(ctx, sampleJob("z"), "")
+				if _, err := s.Append(ctx, other, events.KindStarted, 0, "owner-c/0", &events.JobStarted{Attempt: 1}); err != nil {
+					t.Fatal(err)
+				}
+				seq3, err := s.Append(ctx, id, events.KindCompleted, seq2, "owner-a/"+fmt.Sprint(seq2), &events.JobCompleted{Status: events.StatusCompleted, Processed: 3})
+				if err != nil {
+					t.Fatal(err)
+				}
+				h, err := s.LoadJob(ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if h.LastSeq != seq3 || len(h.Records) != 3 || h.Submitted.Images() != 3 {
+					t.Fatalf("history: last %d, %d records", h.LastSeq, len(h.Records))
+				}
+				st := events.NewJobState(id, h.Submitted)
+				for _, r := range h.Records {
+					for _, ev := range r.Events {
+						st.Apply(ev)
+					}
+				}
+				if v := st.View(); v.Status != events.StatusCompleted || v.Processed != 3 || st.Duplicates != 0 {
+					t.Fatalf("folded %+v dup %d", v, st.Duplicates)
+				}
+			})
+
+			t.Run("projection follows and reads its writes", func(t *testing.T) {
+				model := events.NewReadModel()
+				p := NewProjection(s, model, nil, nil)
+				pctx, cancel := context.WithCancel(ctx)
+				defer cancel()
+				go p.Run(pctx)
+				checkFor(t, 10*time.Second, func() error {
+					if !p.CaughtUp() {
+						return errors.New("not caught up")
+					}
+					return nil
+				})
+				id, err := s.Submit(ctx, sampleJob("a"), "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				v, err := p.Status(ctx, id)
+				if err != nil || v.Status != events.StatusOngoing {
+					t.Fatalf("status right after submit: %+v %v", v, err)
+				}
+				if _, err := p.Status(ctx, id+1000); !errors.Is(err, events.ErrJobNotFound) {
+					t.Fatalf("unknown job: %v", err)
+				}
+			})
+
+			t.Run("work queue hands out each job once until acked", func(t *testing.T) {
+				qctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				defer cancel()
+				seen := map[uint64]int{}
+				for {
+					d, err := s.NextJob(qctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					seen[d.JobID()]++
+					if seen[d.JobID()] > 1 {
+						t.Fatalf("job %d delivered twice", d.JobID())
+					}
+					if err := d.Ack(qctx); err != nil {
+						t.Fatal(err)
+					}
+					info, _ := s.Info(qctx)
+					if uint64(len(seen)) >= 5 || d.JobID() >= info.LastSeq {
+						break
+					}
+				}
+			})
+		})
+	}
+}
+
+func TestStore_FullStreamRefusesWithErrStorageFull(t *testing.T) {
+	s := mustOpen(t, MustStartSingle(t), Config{MaxBytes: 1 << 20})
+	ctx := context.Background()
+	long := strings.Repeat("x", 60<<10)
+	var err error
+	for i := 0; i < 100 && err == nil; i++ {
+		_, err = s.Submit(ctx, sampleJob("http://x/"+fmt.Sprint(i)+long[:60<<10-100]), "")
+	}
+	if !errors.Is(err, events.ErrStorageFull) {
+		t.Fatalf("err = %v, want ErrStorageFull", err)
+	}
+}
