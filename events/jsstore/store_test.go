@@ -283,3 +283,35 @@ func TestStore_FullStreamRefusesWithErrStorageFull(t *testing.T) {
 		t.Fatalf("err = %v, want ErrStorageFull", err)
 	}
 }
+
+func TestAdmission_RefusesNearFullAndWhenQueueIsLong(t *testing.T) {
+	s := mustOpen(t, MustStartSingle(t), Config{MaxBytes: 1 << 20})
+	ctx := context.Background()
+	a := NewAdmission(s, 3)
+	if err := a.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Check(); err != nil {
+		t.Fatalf("empty stream refused: %v", err)
+	}
+	for range 3 {
+		if _, err := s.Submit(ctx, sampleJob("http://x/a.jpg"), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.Refresh(ctx)
+	if err := a.Check(); !errors.Is(err, events.ErrOverloaded) {
+		t.Fatalf("3 queued jobs: %v, want ErrOverloaded", err)
+	}
+	a.MaxQueued = 0
+	long := strings.Repeat("y", 50<<10)
+	for i := 0; i < 40; i++ { // until past the 90% mark (or full)
+		if _, err := s.Submit(ctx, sampleJob("http://x/"+fmt.Sprint(i)+long[:30<<10]), ""); err != nil {
+			break
+		}
+	}
+	a.Refresh(ctx)
+	if err := a.Check(); !errors.Is(err, events.ErrStorageFull) {
+		t.Fatalf("nearly full stream: %v, want ErrStorageFull", err)
+	}
+}

@@ -1,0 +1,85 @@
+package jsstore
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/retailpulse/retailpulse/events"
+)
+
+// Admission decides whether a new job may be accepted, from a snapshot of
+// the stream and the work queue refreshed in the background, so Check does
+// no I/O. It refuses:
+//   - with events.ErrStorageFull once the stream holds more than
+//     (1-Reserve) of its byte limit: the rest is kept for the events of jobs
+//     already accepted, so they can finish;
+//   - with events.ErrOverloaded once MaxQueued jobs wait for an owner.
+//
+// Check is safe for concurrent use.
+type Admission struct {
+	store     *Store
+	Reserve   float64       // fraction of MaxBytes kept for running jobs; default 0.1
+	MaxQueued int           // jobs waiting for an owner; 0 = unbounded
+	Interval  time.Duration // refresh interval; default 1s
+
+	state atomic.Pointer[admissionState]
+}
+
+type admissionState struct {
+	bytes, maxBytes uint64
+	queued          uint64
+}
+
+// NewAdmission returns an admission controller over store. Call Refresh
+// once (or Run) before Check; until then Check admits everything.
+func NewAdmission(store *Store, maxQueued int) *Admission {
+	return &Admission{store: store, Reserve: 0.1, MaxQueued: maxQueued, Interval: time.Second}
+}
+
+// Refresh reads the stream and queue state now.
+func (a *Admission) Refresh(ctx context.Context) error {
+	info, err := a.store.Info(ctx)
+	if err != nil {
+		return err
+	}
+	ci, err := a.store.work.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("queue info: %w", err)
+	}
+	a.state.Store(&admissionState{
+		bytes: info.Bytes, maxBytes: uint64(max(info.MaxBytes, 0)),
+		queued: ci.NumPending,
+	})
+	return nil
+}
+
+// Run refreshes every Interval until ctx ends.
+func (a *Admission) Run(ctx context.Context) {
+	t := time.NewTicker(a.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = a.Refresh(ctx)
+		}
+	}
+}
+
+// Check returns nil if a new job may be accepted now.
+func (a *Admission) Check() error {
+	s := a.state.Load()
+	if s == nil {
+		return nil
+	}
+	if s.maxBytes > 0 && float64(s.bytes) > float64(s.maxBytes)*(1-a.Reserve) {
+		return fmt.Errorf("%w: %d of %d bytes used, %.0f%% kept for running jobs", events.ErrStorageFull, s.bytes, s.maxBytes, a.Reserve*100)
+	}
+	if a.MaxQueued > 0 && s.queued >= uint64(a.MaxQueued) {
+		return fmt.Errorf("%w: %d jobs waiting for an owner", events.ErrOverloaded, s.queued)
+	}
+	return nil
+}
