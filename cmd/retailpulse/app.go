@@ -47,6 +47,12 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 	switch cmd {
 	case "serve":
 		return m.serve(ctx, args)
+	case "replay":
+		return m.replay(ctx, args)
+	case "verify":
+		return m.verify(ctx, args)
+	case "bench":
+		return m.bench(ctx, args)
 	case "help":
 		fmt.Fprintln(m.Stdout, usage)
 		return exitOK
@@ -56,6 +62,9 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 }
 
 const usage = `usage: retailpulse [serve] [flags]   run the service (default)
+       retailpulse replay [flags]      rebuild job states from the event log and print them
+       retailpulse verify [flags]      rebuild from scratch and compare with the live projection
+       retailpulse bench [flags]       load-generate against an in-process service or --url
        retailpulse help                show this help
 Run "retailpulse serve -h" for the flags.`
 
@@ -101,6 +110,7 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 type App struct {
 	cfg        serveConfig
 	log        *slog.Logger
+	lock       *os.File       // data dir lock; nil with an external NATS
 	ns         *server.Server // nil with an external NATS
 	nc         *nats.Conn
 	store      *jsstore.Store
@@ -113,6 +123,7 @@ type App struct {
 	listener   net.Listener
 	stopping   atomic.Bool
 	submits    chan struct{}
+	admission  *jsstore.Admission
 
 	// Pause overrides the configured GPU pause (tests); set before Run.
 	Pause func(context.Context) error
@@ -138,10 +149,10 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	log.Info("store master loaded", "source", stores.Source(), "stores", stores.Len())
 
 	if cfg.NATSURL == "" {
-		dir := filepath.Join(cfg.DataDir, "nats")
-		if err := os.MkdirAll(dir, 0o750); err != nil {
+		if a.lock, err = lockDataDir(cfg.DataDir); err != nil {
 			return nil, fmt.Errorf("%w: --data-dir: %v", errConfig, err)
 		}
+		dir := filepath.Join(cfg.DataDir, "nats")
 		a.ns, err = jsstore.StartServer(jsstore.ServerConfig{
 			Name: "retailpulse", StoreDir: dir, SyncAlways: cfg.syncAlways, SyncInterval: cfg.syncInterval, Logger: log,
 		})
@@ -158,6 +169,11 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	defer cancel()
 	a.store, err = jsstore.Open(openCtx, a.nc, jsstore.Config{Replicas: cfg.Replicas, MaxBytes: cfg.MaxStreamBytes, AckWait: cfg.AckWait})
 	if err != nil {
+		return nil, err
+	}
+
+	a.admission = jsstore.NewAdmission(a.store, cfg.MaxQueuedJobs)
+	if err := a.admission.Refresh(openCtx); err != nil {
 		return nil, err
 	}
 
@@ -240,8 +256,10 @@ func (a *App) Addr() string { return a.listener.Addr().String() }
 // projection has caught up with the log and shutdown has not begun.
 func (a *App) Ready() bool { return !a.stopping.Load() && a.projection.CaughtUp() }
 
-// Submit implements httpapi.Jobs. At most MaxPendingSubmits are stored at
-// once; beyond that it answers events.ErrOverloaded at once.
+// Submit implements httpapi.Jobs. It answers events.ErrOverloaded at once
+// when MaxPendingSubmits are being stored or MaxQueuedJobs wait for an
+// owner, and events.ErrStorageFull when the log is nearly full (the rest is
+// kept for running jobs); nothing is stored then.
 func (a *App) Submit(ctx context.Context, job *events.JobSubmitted, key string) (uint64, error) {
 	select {
 	case a.submits <- struct{}{}:
@@ -250,13 +268,18 @@ func (a *App) Submit(ctx context.Context, job *events.JobSubmitted, key string) 
 		a.metrics.SubmitRejected("overloaded")
 		return 0, events.ErrOverloaded
 	}
-	id, err := a.store.Submit(ctx, job, key)
+	id, err := uint64(0), a.admission.Check()
+	if err == nil {
+		id, err = a.store.Submit(ctx, job, key)
+	}
 	if err != nil {
 		switch {
 		case errors.Is(err, events.ErrStorageFull):
 			a.metrics.SubmitRejected("storage_full")
 		case errors.Is(err, events.ErrJobTooLarge):
 			a.metrics.SubmitRejected("too_large")
+		case errors.Is(err, events.ErrOverloaded):
+			a.metrics.SubmitRejected("overloaded")
 		default:
 			a.metrics.SubmitRejected("other")
 		}
@@ -283,7 +306,11 @@ func (a *App) Run(ctx context.Context) error {
 	defer cancelRun()
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
-	wg.Add(3)
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		a.admission.Run(runCtx)
+	}()
 	go func() {
 		defer wg.Done()
 		if err := a.projection.Run(runCtx); err != nil {
@@ -347,5 +374,8 @@ func (a *App) close() {
 	if a.ns != nil {
 		a.ns.Shutdown()
 		a.ns.WaitForShutdown()
+	}
+	if a.lock != nil {
+		a.lock.Close()
 	}
 }

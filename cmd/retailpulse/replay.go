@@ -1,0 +1,306 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/retailpulse/retailpulse/events"
+	"github.com/retailpulse/retailpulse/events/jsstore"
+)
+
+// logFlags select the event log an operator tool reads.
+type logFlags struct {
+	dataDir, natsURL, stream string
+}
+
+func (l *logFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&l.dataDir, "data-dir", "./data", "data dir of a stopped service (embedded NATS)")
+	fs.StringVar(&l.natsURL, "nats-url", "", "read a live external NATS instead of --data-dir")
+	fs.StringVar(&l.stream, "stream", "RETAILPULSE", "stream name")
+}
+
+// open starts an embedded server on the data dir (locked against a running
+// service) or connects to --nats-url, and attaches to the stream without
+// changing it. close stops everything it started.
+func (l *logFlags) open(ctx context.Context) (store *jsstore.Store, closeFn func(), err error) {
+	var closers []func()
+	cleanup := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			cleanup()
+		}
+	}()
+	if l.natsURL != "" {
+		nc, err := jsstore.Connect(l.natsURL, "retailpulse-tool", nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		closers = append(closers, nc.Close)
+		store, err = jsstore.Attach(ctx, nc, l.stream)
+		return store, cleanup, err
+	}
+	lock, err := lockDataDir(l.dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers, func() { lock.Close() })
+	ns, err := jsstore.StartServer(jsstore.ServerConfig{Name: "retailpulse-tool", StoreDir: filepath.Join(l.dataDir, "nats"), SyncAlways: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers, func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := jsstore.ConnectInProcess(ns, "retailpulse-tool")
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers, nc.Close)
+	store, err = jsstore.Attach(ctx, nc, l.stream)
+	return store, cleanup, err
+}
+
+// rebuild folds the log from the start into a fresh read model, stopping
+// after sequence untilSeq (0 = the end) or the last message stored at or
+// before untilTime (zero = no limit). It returns the model and the number of
+// undecodable messages.
+func rebuild(ctx context.Context, store *jsstore.Store, untilSeq uint64, untilTime time.Time) (*events.ReadModel, int, error) {
+	model := events.NewReadModel()
+	bad := 0
+	errStop := errors.New("stop")
+	err := store.Scan(ctx, 1, untilSeq, func(m jsstore.Message) error {
+		if !untilTime.IsZero() && m.Time.After(untilTime) {
+			return errStop
+		}
+		if m.Err != nil {
+			bad++
+			model.Skip(m.Seq)
+			return nil
+		}
+		if _, err := model.Apply(m.Seq, m.Subject, m.Batch); err != nil {
+			bad++
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return nil, 0, err
+	}
+	return model, bad, nil
+}
+
+type jobJSON struct {
+	JobID     uint64              `json:"job_id"`
+	Status    events.Status       `json:"status"`
+	Images    int                 `json:"images"`
+	Processed int                 `json:"processed"`
+	Failed    int                 `json:"failed"`
+	Error     []events.StoreError `json:"error,omitempty"`
+}
+
+func toJSON(v events.JobView) jobJSON {
+	return jobJSON{JobID: v.ID, Status: v.Status, Images: v.Images, Processed: v.Processed, Failed: v.Failed, Error: v.Errors}
+}
+
+// replay: retailpulse replay [--until-seq N | --until-time T] [--job N] [--json]
+func (m *Main) replay(ctx context.Context, args []string) int {
+	var lf logFlags
+	fs := flag.NewFlagSet("retailpulse replay", flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	lf.register(fs)
+	untilSeq := fs.Uint64("until-seq", 0, "stop after this stream sequence (0 = the end)")
+	untilTimeText := fs.String("until-time", "", "stop after the last message stored at or before this RFC 3339 time")
+	job := fs.Uint64("job", 0, "print only this job")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	if err := fs.Parse(args); err != nil {
+		return usageCode(err)
+	}
+	var untilTime time.Time
+	if *untilTimeText != "" {
+		t, err := time.Parse(time.RFC3339Nano, *untilTimeText)
+		if err != nil {
+			fmt.Fprintf(m.Stderr, "retailpulse replay: --until-time: %v\n", err)
+			return exitUsage
+		}
+		untilTime = t
+	}
+	if *untilSeq != 0 && !untilTime.IsZero() {
+		fmt.Fprintln(m.Stderr, "retailpulse replay: give --until-seq or --until-time, not both")
+		return exitUsage
+	}
+	store, closeFn, err := lf.open(ctx)
+	if err != nil {
+		fmt.Fprintf(m.Stderr, "retailpulse replay: %v\n", err)
+		return exitError
+	}
+	defer closeFn()
+	model, bad, err := rebuild(ctx, store, *untilSeq, untilTime)
+	if err != nil {
+		fmt.Fprintf(m.Stderr, "retailpulse replay: %v\n", err)
+		return exitError
+	}
+	views := model.Jobs()
+	if *job != 0 {
+		v, ok := model.Job(*job)
+		if !ok {
+			fmt.Fprintf(m.Stderr, "retailpulse replay: job %d not found at sequence %d\n", *job, model.LastSeq())
+			return exitError
+		}
+		views = []events.JobView{v}
+	}
+	if *asJSON {
+		out := struct {
+			LastSeq     uint64    `json:"last_seq"`
+			Undecodable int       `json:"undecodable"`
+			Jobs        []jobJSON `json:"jobs"`
+		}{model.LastSeq(), bad, make([]jobJSON, 0, len(views))}
+		for _, v := range views {
+			out.Jobs = append(out.Jobs, toJSON(v))
+		}
+		enc := json.NewEncoder(m.Stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(out)
+		return exitOK
+	}
+	printJobs(m.Stdout, views)
+	fmt.Fprintf(m.Stdout, "%d jobs at sequence %d", len(views), model.LastSeq())
+	if bad > 0 {
+		fmt.Fprintf(m.Stdout, " (%d messages could not be applied)", bad)
+	}
+	fmt.Fprintln(m.Stdout)
+	return exitOK
+}
+
+func printJobs(w io.Writer, views []events.JobView) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tSTATUS\tIMAGES\tPROCESSED\tFAILED\tERRORS")
+	for _, v := range views {
+		var errs []string
+		for _, e := range v.Errors {
+			errs = append(errs, e.StoreID+": "+e.Error)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\n", v.ID, v.Status, v.Images, v.Processed, v.Failed, strings.Join(errs, "; "))
+	}
+	tw.Flush()
+}
+
+// verify rebuilds every job from scratch and compares it with what the live
+// projection serves (following the stream the way a starting service does),
+// and checks each job's invariants. Exit 1 on any difference.
+func (m *Main) verify(ctx context.Context, args []string) int {
+	var lf logFlags
+	fs := flag.NewFlagSet("retailpulse verify", flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	lf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return usageCode(err)
+	}
+	store, closeFn, err := lf.open(ctx)
+	if err != nil {
+		fmt.Fprintf(m.Stderr, "retailpulse verify: %v\n", err)
+		return exitError
+	}
+	defer closeFn()
+	info, err := store.Info(ctx)
+	if err != nil {
+		fmt.Fprintf(m.Stderr, "retailpulse verify: %v\n", err)
+		return exitError
+	}
+	scratch, bad, err := rebuild(ctx, store, info.LastSeq, time.Time{})
+	if err != nil {
+		fmt.Fprintf(m.Stderr, "retailpulse verify: %v\n", err)
+		return exitError
+	}
+	live, err := liveModel(ctx, store, info.LastSeq)
+	if err != nil {
+		fmt.Fprintf(m.Stderr, "retailpulse verify: %v\n", err)
+		return exitError
+	}
+	problems := compareModels(scratch, live)
+	if bad > 0 {
+		problems = append(problems, fmt.Sprintf("%d messages could not be applied", bad))
+	}
+	jobs := scratch.Jobs()
+	for _, p := range problems {
+		fmt.Fprintln(m.Stdout, "DIFF", p)
+	}
+	if len(problems) > 0 {
+		fmt.Fprintf(m.Stdout, "verify: %d problems in %d jobs up to sequence %d\n", len(problems), len(jobs), info.LastSeq)
+		return exitError
+	}
+	fmt.Fprintf(m.Stdout, "verify: OK, %d jobs up to sequence %d agree\n", len(jobs), info.LastSeq)
+	return exitOK
+}
+
+// liveModel runs a projection exactly as the service does, until it has
+// applied sequence last.
+func liveModel(ctx context.Context, store *jsstore.Store, last uint64) (*events.ReadModel, error) {
+	model := events.NewReadModel()
+	p := jsstore.NewProjection(store, model, nil, nil)
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(pctx) }()
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer wcancel()
+	err := model.WaitFor(wctx, last)
+	cancel()
+	<-done
+	return model, err
+}
+
+// compareModels lists every job that differs between the two models, and
+// every job whose state breaks an invariant.
+func compareModels(want, got *events.ReadModel) []string {
+	var out []string
+	gotJobs := map[uint64]events.JobView{}
+	for _, v := range got.Jobs() {
+		gotJobs[v.ID] = v
+	}
+	for _, w := range want.Jobs() {
+		g, ok := gotJobs[w.ID]
+		delete(gotJobs, w.ID)
+		switch {
+		case !ok:
+			out = append(out, fmt.Sprintf("job %d: missing from the live projection", w.ID))
+		case !reflect.DeepEqual(w, g):
+			out = append(out, fmt.Sprintf("job %d: rebuilt %+v, live %+v", w.ID, w, g))
+		}
+		out = append(out, invariants(w)...)
+	}
+	for id := range gotJobs {
+		out = append(out, fmt.Sprintf("job %d: in the live projection only", id))
+	}
+	return out
+}
+
+func invariants(v events.JobView) []string {
+	var out []string
+	settled := v.Processed + v.Failed
+	switch {
+	case settled > v.Images:
+		out = append(out, fmt.Sprintf("job %d: %d outcomes for %d images", v.ID, settled, v.Images))
+	case v.Status == events.StatusCompleted && (v.Failed != 0 || settled != v.Images):
+		out = append(out, fmt.Sprintf("job %d: completed with %d processed, %d failed of %d", v.ID, v.Processed, v.Failed, v.Images))
+	case v.Status == events.StatusFailed && len(v.Errors) == 0:
+		out = append(out, fmt.Sprintf("job %d: failed without errors", v.ID))
+	}
+	return out
+}
+
+func usageCode(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	return exitUsage
+}
