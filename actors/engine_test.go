@@ -1,0 +1,211 @@
+package actors_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"image/png"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/retailpulse/retailpulse/actors"
+	"github.com/retailpulse/retailpulse/actors/imagefetch"
+	"github.com/retailpulse/retailpulse/events"
+	"github.com/retailpulse/retailpulse/events/jsstore"
+	"github.com/retailpulse/retailpulse/events/jsstore/jstest"
+)
+
+type queue struct{ s *jsstore.Store }
+
+func (q queue) NextJob(ctx context.Context) (actors.Delivery, error) { return q.s.NextJob(ctx) }
+
+// gatedImages serves a 10x10 PNG. Requests whose User-Agent is held wait
+// until release is called; the first such request closes blocked.
+type gatedImages struct {
+	*httptest.Server
+	held      string
+	blocked   chan struct{}
+	gate      chan struct{}
+	onceBlock sync.Once
+	onceOpen  sync.Once
+}
+
+func newGatedImages(t *testing.T, held string) *gatedImages {
+	var buf bytes.Buffer
+	png.Encode(&buf, image.NewGray(image.Rect(0, 0, 10, 10)))
+	g := &gatedImages{held: held, blocked: make(chan struct{}), gate: make(chan struct{})}
+	g.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.UserAgent() == g.held {
+			g.onceBlock.Do(func() { close(g.blocked) })
+			select {
+			case <-g.gate:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		w.Write(buf.Bytes())
+	}))
+	t.Cleanup(g.Close)
+	t.Cleanup(g.release)
+	return g
+}
+
+func (g *gatedImages) release() { g.onceOpen.Do(func() { close(g.gate) }) }
+
+// startEngine runs an engine over store until the test ends.
+func startEngine(t *testing.T, store *jsstore.Store, owner string, mutate func(*actors.Config)) *actors.Engine {
+	t.Helper()
+	f := imagefetch.New(imagefetch.Config{AllowPrivateNetworks: true, UserAgent: owner, TotalTimeout: time.Minute})
+	cfg := actors.Config{
+		Log: store, Queue: queue{store}, Fetcher: f, Reason: imagefetch.Reason,
+		KnownStore: func(id string) bool { return id == "S1" },
+		Owner:      owner, Heartbeat: 200 * time.Millisecond, DrainTimeout: 5 * time.Second,
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	e, err := actors.NewEngine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; f.Close() })
+	return e
+}
+
+func submit(t *testing.T, store *jsstore.Store, urls ...string) uint64 {
+	t.Helper()
+	id, err := store.Submit(context.Background(), &events.JobSubmitted{Count: 1, Visits: []events.Visit{{StoreID: "S1", ImageURLs: urls, VisitTime: "t"}}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// fold loads a job's history and folds it, also counting terminal events.
+func fold(t *testing.T, store *jsstore.Store, id uint64) (*events.JobState, *events.History, int) {
+	t.Helper()
+	h, err := store.LoadJob(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := events.NewJobState(id, h.Submitted)
+	completions := 0
+	for _, r := range h.Records {
+		for _, ev := range r.Events {
+			if _, ok := ev.(*events.JobCompleted); ok {
+				completions++
+			}
+			if _, err := st.Apply(ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return st, h, completions
+}
+
+func waitCompleted(t *testing.T, store *jsstore.Store, id uint64) {
+	t.Helper()
+	jstest.CheckFor(t, 30*time.Second, func() error {
+		if st, _, _ := fold(t, store, id); !st.Completed {
+			return fmt.Errorf("job %d not completed: %d/%d settled", id, st.Processed+st.Failed, st.Images)
+		}
+		return nil
+	})
+}
+
+// A paused owner whose job was redelivered elsewhere must not write: exactly
+// one set of outcomes lands, on a single node and on a 3-node cluster.
+func TestEngine_StaleOwnerCannotWrite(t *testing.T) {
+	for _, b := range jstest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			store := b.Open(t, jsstore.Config{AckWait: time.Second})
+			img := newGatedImages(t, "owner-a")
+			var urls []string
+			for i := range 6 {
+				urls = append(urls, fmt.Sprintf("%s/%d.png", img.URL, i))
+			}
+			// Owner A takes the job, then stalls (no heartbeats, downloads held).
+			a := startEngine(t, store, "owner-a", func(c *actors.Config) { c.Heartbeat = time.Hour; c.JobSlots = 1 })
+			id := submit(t, store, urls...)
+			select {
+			case <-img.blocked:
+			case <-time.After(20 * time.Second):
+				t.Fatal("owner A never started downloading")
+			}
+			// The ack wait runs out; owner B gets the job and finishes it.
+			startEngine(t, store, "owner-b", nil)
+			waitCompleted(t, store, id)
+			// A wakes up with six finished images and tries to append them.
+			img.release()
+			jstest.CheckFor(t, 20*time.Second, func() error {
+				if a.Active() != 0 {
+					return errors.New("owner A still holds the job")
+				}
+				return nil
+			})
+			st, h, completions := fold(t, store, id)
+			if st.Duplicates != 0 || completions != 1 || st.Processed != 6 || st.Status != events.StatusCompleted {
+				t.Fatalf("folded: processed %d, duplicates %d, completions %d, status %s", st.Processed, st.Duplicates, completions, st.Status)
+			}
+			var owners []string
+			for _, r := range h.Records {
+				for _, ev := range r.Events {
+					if s, ok := ev.(*events.JobStarted); ok {
+						owners = append(owners, fmt.Sprintf("%s#%d", s.Owner, s.Attempt))
+					}
+				}
+			}
+			if fmt.Sprint(owners) != "[owner-a#1 owner-b#2]" {
+				t.Fatalf("owners = %v", owners)
+			}
+		})
+	}
+}
+
+// A job that keeps losing its owner completes as failed after MaxAttempts.
+func TestEngine_AbandonsJobAfterMaxAttempts(t *testing.T) {
+	store := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{AckWait: time.Second})
+	img := newGatedImages(t, "owner-a")
+	startEngine(t, store, "owner-a", func(c *actors.Config) { c.Heartbeat = time.Hour; c.JobSlots = 1 })
+	id := submit(t, store, img.URL+"/1.png", img.URL+"/2.png")
+	<-img.blocked
+	startEngine(t, store, "owner-b", func(c *actors.Config) { c.MaxAttempts = 1 })
+	waitCompleted(t, store, id)
+	st, _, _ := fold(t, store, id)
+	want := []events.StoreError{{StoreID: "S1", Error: "job abandoned after 1 delivery attempts"}}
+	if st.Status != events.StatusFailed || fmt.Sprint(st.Errors) != fmt.Sprint(want) {
+		t.Fatalf("status %s errors %+v", st.Status, st.Errors)
+	}
+}
+
+// Outcomes are batched: a job's images land in far fewer messages than
+// images, and each image exactly once.
+func TestEngine_BatchesOutcomes(t *testing.T) {
+	store := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{})
+	img := newGatedImages(t, "nobody")
+	startEngine(t, store, "owner", func(c *actors.Config) {
+		// Every image waits on a shared 20 ms pause, so outcomes arrive together.
+		c.Pause = func(ctx context.Context) error { time.Sleep(20 * time.Millisecond); return nil }
+	})
+	var urls []string
+	for i := range 200 {
+		urls = append(urls, fmt.Sprintf("%s/%d.png", img.URL, i))
+	}
+	id := submit(t, store, urls...)
+	waitCompleted(t, store, id)
+	st, h, _ := fold(t, store, id)
+	if st.Processed != 200 || st.Duplicates != 0 {
+		t.Fatalf("processed %d duplicates %d", st.Processed, st.Duplicates)
+	}
+	if len(h.Records) >= 100 {
+		t.Fatalf("200 images took %d messages: outcomes are not batched", len(h.Records))
+	}
+}
