@@ -18,7 +18,7 @@ type ReadModel struct {
 	mu      sync.RWMutex
 	jobs    map[uint64]*JobState
 	lastSeq uint64
-	changed chan struct{} // closed and replaced when lastSeq advances
+	changed chan struct{} // made by a waiter, closed when lastSeq advances
 
 	applied    uint64 // events applied
 	duplicates uint64 // events ignored as duplicates
@@ -27,7 +27,7 @@ type ReadModel struct {
 
 // NewReadModel returns an empty read model.
 func NewReadModel() *ReadModel {
-	return &ReadModel{jobs: make(map[uint64]*JobState), changed: make(chan struct{})}
+	return &ReadModel{jobs: make(map[uint64]*JobState)}
 }
 
 // ApplyResult says what one Apply did, for metrics.
@@ -100,8 +100,10 @@ func (m *ReadModel) Skip(seq uint64) {
 // advance requires m.mu held.
 func (m *ReadModel) advance(seq uint64) {
 	m.lastSeq = seq
-	close(m.changed)
-	m.changed = make(chan struct{})
+	if m.changed != nil {
+		close(m.changed)
+		m.changed = nil
+	}
 }
 
 // Job returns a snapshot of one job.
@@ -144,12 +146,16 @@ func (m *ReadModel) Stats() (applied, duplicates, orphans uint64) {
 // WaitFor blocks until the model has applied sequence seq or ctx ends.
 func (m *ReadModel) WaitFor(ctx context.Context, seq uint64) error {
 	for {
-		m.mu.RLock()
-		last, ch := m.lastSeq, m.changed
-		m.mu.RUnlock()
-		if last >= seq {
+		m.mu.Lock()
+		if m.lastSeq >= seq {
+			m.mu.Unlock()
 			return nil
 		}
+		if m.changed == nil {
+			m.changed = make(chan struct{})
+		}
+		ch := m.changed
+		m.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():

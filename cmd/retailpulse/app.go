@@ -179,9 +179,14 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 
 	a.registry = prometheus.NewRegistry()
 	a.metrics = metrics.New(a.registry)
-	a.projection = jsstore.NewProjection(a.store, events.NewReadModel(), log, func(seq uint64, res events.ApplyResult) {
+	snapshots, err := a.store.Snapshots(openCtx)
+	if err != nil {
+		return nil, err
+	}
+	a.projection = jsstore.NewProjection(a.store, restoreModel(openCtx, snapshots, log), log, func(seq uint64, res events.ApplyResult) {
 		a.metrics.ProjectionApplied(seq, res.Applied, res.Duplicates)
 	})
+	a.projection.EnableSnapshots(snapshots, cfg.SnapshotEvery)
 
 	a.fetcher = imagefetch.New(imagefetch.Config{AllowPrivateNetworks: cfg.AllowPrivateNetworks, UserAgent: "retailpulse/1"})
 	pause := actors.RandomPause(cfg.pauseMin, cfg.pauseMax)
@@ -232,6 +237,22 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		return nil, fmt.Errorf("%w: --addr: %v", errConfig, err)
 	}
 	return a, nil
+}
+
+// restoreModel starts the read model from the latest usable snapshot, or
+// empty (full replay) when there is none or it is unusable.
+func restoreModel(ctx context.Context, sn *jsstore.Snapshots, log *slog.Logger) *events.ReadModel {
+	start := time.Now()
+	model, err := sn.Load(ctx)
+	switch {
+	case err == nil:
+		log.Info("read model restored from snapshot", "seq", model.LastSeq(), "took", time.Since(start).Round(time.Millisecond))
+		return model
+	case errors.Is(err, jsstore.ErrNoSnapshot):
+	default:
+		log.Warn("ignoring snapshot; replaying the whole log", "err", err)
+	}
+	return events.NewReadModel()
 }
 
 func (a *App) pause(ctx context.Context, def func(context.Context) error) error {
@@ -350,6 +371,13 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	cancelRun()
 	wg.Wait()
+	if a.projection.CaughtUp() {
+		snapCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := a.projection.SaveSnapshot(snapCtx); err != nil {
+			a.log.Warn("snapshot at shutdown not saved", "err", err)
+		}
+		cancel()
+	}
 	a.close()
 	a.log.Info("shutdown complete")
 	return runErr

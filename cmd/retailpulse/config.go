@@ -44,6 +44,7 @@ type serveConfig struct {
 	MaxURLLength         int
 	MaxPendingSubmits    int
 	MaxQueuedJobs        int
+	SnapshotEvery        uint64
 	APIToken             string
 	LogLevel             string
 	LogFormat            string
@@ -74,6 +75,7 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxURLLength, "max-url-length", 2048, "characters per image URL")
 	fs.IntVar(&cfg.MaxPendingSubmits, "max-pending-submits", 256, "submits being stored at once (503 above)")
 	fs.IntVar(&cfg.MaxQueuedJobs, "max-queued-jobs", 10_000, "jobs waiting for an owner before submits answer 503 (0 = unbounded)")
+	fs.Uint64Var(&cfg.SnapshotEvery, "snapshot-every", 100_000, "messages applied between read model snapshots (restart shortcut)")
 	fs.StringVar(&cfg.APIToken, "api-token", "", "require Authorization: Bearer <token> on /api/* (comma-separated for several)")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "text or json")
@@ -150,6 +152,7 @@ func (cfg *serveConfig) validate() error {
 		{cfg.MaxVisits > 0 && cfg.MaxImages > 0 && cfg.MaxURLLength > 0, "--max-visits, --max-images and --max-url-length must be positive"},
 		{cfg.MaxPendingSubmits > 0, "--max-pending-submits must be positive"},
 		{cfg.MaxQueuedJobs >= 0, "--max-queued-jobs must not be negative"},
+		{cfg.SnapshotEvery > 0, "--snapshot-every must be positive"},
 		{cfg.LogFormat == "text" || cfg.LogFormat == "json", "--log-format must be text or json"},
 	}
 	for _, c := range checks {
@@ -211,7 +214,7 @@ func (cfg *serveConfig) redacted() []any {
 		"store_concurrency", cfg.StoreConcurrency, "max_attempts", cfg.MaxAttempts,
 		"shutdown_timeout", cfg.ShutdownTimeout, "max_body_bytes", cfg.MaxBodyBytes,
 		"max_visits", cfg.MaxVisits, "max_images", cfg.MaxImages, "max_url_length", cfg.MaxURLLength,
-		"max_pending_submits", cfg.MaxPendingSubmits, "max_queued_jobs", cfg.MaxQueuedJobs, "api_token", token,
+		"max_pending_submits", cfg.MaxPendingSubmits, "max_queued_jobs", cfg.MaxQueuedJobs, "snapshot_every", cfg.SnapshotEvery, "api_token", token,
 	}
 }
 

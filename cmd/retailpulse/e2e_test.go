@@ -61,7 +61,7 @@ func startApp(t testing.TB, dataDir string, extra ...string) *testApp {
 	ta := &testApp{App: app, url: "http://" + app.Addr(), cancel: cancel, done: make(chan error, 1)}
 	go func() { ta.done <- app.Run(ctx) }()
 	t.Cleanup(ta.stop)
-	waitFor(t, 10*time.Second, func() error {
+	waitFor(t, time.Minute, func() error {
 		if !app.Ready() {
 			return fmt.Errorf("not ready")
 		}

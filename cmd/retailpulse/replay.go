@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -221,7 +222,7 @@ func (m *Main) verify(ctx context.Context, args []string) int {
 		fmt.Fprintf(m.Stderr, "retailpulse verify: %v\n", err)
 		return exitError
 	}
-	live, err := liveModel(ctx, store, info.LastSeq)
+	live, err := liveModel(ctx, store, info.LastSeq, slog.New(slog.NewTextHandler(m.Stderr, nil)))
 	if err != nil {
 		fmt.Fprintf(m.Stderr, "retailpulse verify: %v\n", err)
 		return exitError
@@ -242,10 +243,16 @@ func (m *Main) verify(ctx context.Context, args []string) int {
 	return exitOK
 }
 
-// liveModel runs a projection exactly as the service does, until it has
-// applied sequence last.
-func liveModel(ctx context.Context, store *jsstore.Store, last uint64) (*events.ReadModel, error) {
+// liveModel builds the read model exactly as a starting service does (the
+// latest usable snapshot, then the log after it) until it has applied
+// sequence last.
+func liveModel(ctx context.Context, store *jsstore.Store, last uint64, log *slog.Logger) (*events.ReadModel, error) {
 	model := events.NewReadModel()
+	if sn, err := store.ExistingSnapshots(ctx); err == nil {
+		model = restoreModel(ctx, sn, log)
+	} else if !errors.Is(err, jsstore.ErrNoSnapshot) {
+		return nil, err
+	}
 	p := jsstore.NewProjection(store, model, nil, nil)
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -22,6 +22,48 @@ type Projection struct {
 	// ReadWait bounds how long Status waits for a job submitted elsewhere
 	// to reach this projection before answering "ongoing" from the log.
 	ReadWait time.Duration
+
+	snapshots     *Snapshots
+	snapshotEvery uint64 // messages applied between snapshots
+	sinceSnapshot uint64 // owned by the Run goroutine
+	saving        atomic.Bool
+}
+
+// EnableSnapshots makes Run save a snapshot after catching up (if it
+// replayed at least every messages) and then every `every` messages. Call
+// before Run.
+func (p *Projection) EnableSnapshots(sn *Snapshots, every uint64) {
+	p.snapshots, p.snapshotEvery = sn, max(every, 1)
+}
+
+// SaveSnapshot saves a snapshot now (e.g. at shutdown). No-op without
+// snapshots.
+func (p *Projection) SaveSnapshot(ctx context.Context) error {
+	if p.snapshots == nil {
+		return nil
+	}
+	start := time.Now()
+	seq, err := p.snapshots.Save(ctx, p.model)
+	if err != nil {
+		return err
+	}
+	p.log.Info("snapshot saved", "seq", seq, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// maybeSnapshot starts a background save when enough has been applied
+// since the last one; at most one save runs at a time.
+func (p *Projection) maybeSnapshot(ctx context.Context) {
+	if p.snapshots == nil || !p.caughtUp.Load() || p.sinceSnapshot < p.snapshotEvery || !p.saving.CompareAndSwap(false, true) {
+		return
+	}
+	p.sinceSnapshot = 0
+	go func() {
+		defer p.saving.Store(false)
+		if err := p.SaveSnapshot(ctx); err != nil && ctx.Err() == nil {
+			p.log.Warn("snapshot not saved", "err", err)
+		}
+	}()
 }
 
 // NewProjection returns a projection into model. onApply (may be nil) is
@@ -40,12 +82,20 @@ func (p *Projection) Model() *events.ReadModel { return p.model }
 // before it started.
 func (p *Projection) CaughtUp() bool { return p.caughtUp.Load() }
 
-// Run follows the stream until ctx ends, resubscribing after errors.
+// Run follows the stream from the model's sequence until ctx ends,
+// resubscribing after errors. Background snapshot saves stop with ctx.
 func (p *Projection) Run(ctx context.Context) error {
+	start := time.Now()
+	apply := func(seq uint64, subject string, b events.Batch, err error) {
+		p.apply(seq, subject, b, err)
+		p.sinceSnapshot++
+		p.maybeSnapshot(ctx)
+	}
 	for {
-		err := p.store.Follow(ctx, p.model.LastSeq(), p.apply, func() {
+		err := p.store.Follow(ctx, p.model.LastSeq(), apply, func() {
 			if !p.caughtUp.Swap(true) {
-				p.log.Info("projection caught up", "seq", p.model.LastSeq())
+				p.log.Info("projection caught up", "seq", p.model.LastSeq(), "replayed", p.sinceSnapshot, "took", time.Since(start).Round(time.Millisecond))
+				p.maybeSnapshot(ctx)
 			}
 		})
 		if ctx.Err() != nil {

@@ -315,3 +315,51 @@ func TestAdmission_RefusesNearFullAndWhenQueueIsLong(t *testing.T) {
 		t.Fatalf("nearly full stream: %v, want ErrStorageFull", err)
 	}
 }
+
+func TestSnapshots_SaveLoadAndRefuseForeignStream(t *testing.T) {
+	nc := MustStartSingle(t)
+	s := mustOpen(t, nc, Config{})
+	ctx := context.Background()
+	sn, err := s.Snapshots(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sn.Load(ctx); !errors.Is(err, ErrNoSnapshot) {
+		t.Fatalf("empty bucket: %v", err)
+	}
+	id, _ := s.Submit(ctx, sampleJob("a", "b"), "")
+	model := events.NewReadModel()
+	p := NewProjection(s, model, nil, nil)
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go p.Run(pctx)
+	checkFor(t, 10*time.Second, func() error {
+		if model.LastSeq() < id {
+			return errors.New("projection behind")
+		}
+		return nil
+	})
+	if seq, err := sn.Save(ctx, model); err != nil || seq != id {
+		t.Fatalf("save: %d %v", seq, err)
+	}
+	got, err := sn.Load(ctx)
+	if err != nil || got.LastSeq() != id {
+		t.Fatalf("load: %v", err)
+	}
+	if v, ok := got.Job(id); !ok || v.Images != 2 {
+		t.Fatalf("job after load: %+v", v)
+	}
+	// A snapshot of an earlier incarnation of a stream with the same name is
+	// refused, so a recreated stream is replayed from scratch.
+	// (Message deletes are denied for good; deleting the whole stream is an
+	// operator's act.)
+	js := s.JetStream()
+	if err := js.DeleteStream(ctx, s.StreamName()); err != nil {
+		t.Fatal(err)
+	}
+	s2 := mustOpen(t, nc, Config{})
+	sn2, _ := s2.Snapshots(ctx)
+	if _, err := sn2.Load(ctx); err == nil || !strings.Contains(err.Error(), "created") {
+		t.Fatalf("snapshot of a deleted stream: %v", err)
+	}
+}
