@@ -188,7 +188,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	})
 	a.projection.EnableSnapshots(snapshots, cfg.SnapshotEvery)
 
-	a.fetcher = imagefetch.New(imagefetch.Config{AllowPrivateNetworks: cfg.AllowPrivateNetworks, UserAgent: "retailpulse/1"})
+	a.fetcher = imagefetch.New(imagefetch.Config{AllowPrivateNetworks: cfg.AllowPrivateNetworks, UserAgent: "retailpulse/1", TotalTimeout: cfg.ImageTimeout})
 	pause := actors.RandomPause(cfg.pauseMin, cfg.pauseMax)
 	a.engine, err = actors.NewEngine(actors.Config{
 		Log:              a.store,
@@ -306,6 +306,7 @@ func (a *App) Submit(ctx context.Context, job *events.JobSubmitted, key string) 
 		}
 		return 0, err
 	}
+	a.admission.Admitted()
 	a.metrics.JobSubmitted()
 	a.log.Info("job submitted", "job_id", id, "visits", len(job.Visits), "images", job.Images())
 	return id, nil

@@ -24,12 +24,12 @@ type Admission struct {
 	MaxQueued int           // jobs waiting for an owner; 0 = unbounded
 	Interval  time.Duration // refresh interval; default 1s
 
-	state atomic.Pointer[admissionState]
+	state  atomic.Pointer[admissionState]
+	queued atomic.Int64 // jobs waiting, as of the last refresh plus those admitted since
 }
 
 type admissionState struct {
 	bytes, maxBytes uint64
-	queued          uint64
 }
 
 // NewAdmission returns an admission controller over store. Call Refresh
@@ -48,12 +48,14 @@ func (a *Admission) Refresh(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("queue info: %w", err)
 	}
-	a.state.Store(&admissionState{
-		bytes: info.Bytes, maxBytes: uint64(max(info.MaxBytes, 0)),
-		queued: ci.NumPending,
-	})
+	a.state.Store(&admissionState{bytes: info.Bytes, maxBytes: uint64(max(info.MaxBytes, 0))})
+	a.queued.Store(int64(ci.NumPending))
 	return nil
 }
+
+// Admitted records a job accepted since the last refresh, so a burst of
+// submits between refreshes cannot overshoot MaxQueued.
+func (a *Admission) Admitted() { a.queued.Add(1) }
 
 // Run refreshes every Interval until ctx ends.
 func (a *Admission) Run(ctx context.Context) {
@@ -78,8 +80,8 @@ func (a *Admission) Check() error {
 	if s.maxBytes > 0 && float64(s.bytes) > float64(s.maxBytes)*(1-a.Reserve) {
 		return fmt.Errorf("%w: %d of %d bytes used, %.0f%% kept for running jobs", events.ErrStorageFull, s.bytes, s.maxBytes, a.Reserve*100)
 	}
-	if a.MaxQueued > 0 && s.queued >= uint64(a.MaxQueued) {
-		return fmt.Errorf("%w: %d jobs waiting for an owner", events.ErrOverloaded, s.queued)
+	if q := a.queued.Load(); a.MaxQueued > 0 && q >= int64(a.MaxQueued) {
+		return fmt.Errorf("%w: %d jobs waiting for an owner", events.ErrOverloaded, q)
 	}
 	return nil
 }

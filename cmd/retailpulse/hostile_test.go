@@ -1,0 +1,222 @@
+package main
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// hostileServer misbehaves in the ways image hosts do.
+type hostileServer struct {
+	*httptest.Server
+	mu    sync.Mutex
+	count map[string]int
+}
+
+func newHostileServer(t *testing.T) *hostileServer {
+	t.Helper()
+	h := &hostileServer{count: map[string]int{}}
+	png := encodeImage(t, 4, 3, "png")
+	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		h.count[r.URL.Path]++
+		n := h.count[r.URL.Path]
+		h.mu.Unlock()
+		switch r.URL.Path {
+		case "/ok":
+			w.Write(png)
+		case "/hang": // never answers
+			<-r.Context().Done()
+		case "/flaky": // fails twice, then serves
+			if n <= 2 {
+				http.Error(w, "busy", http.StatusInternalServerError)
+				return
+			}
+			w.Write(png)
+		case "/429":
+			if n == 1 {
+				w.Header().Set("Retry-After", "0")
+				w.WriteHeader(http.StatusTooManyRequests)
+				return
+			}
+			w.Write(png)
+		case "/500":
+			http.Error(w, "down", http.StatusInternalServerError)
+		case "/reset": // connection dropped mid-body, every time
+			w.Header().Set("Content-Length", "1000")
+			w.Write(png[:10])
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			conn.Close()
+		case "/truncated":
+			w.Write(png[:20])
+		case "/bomb": // a PNG header claiming 100000x100000, no pixels
+			w.Write(pngHeader(100000, 100000))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(h.Close)
+	return h
+}
+
+func (h *hostileServer) requests(path string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.count[path]
+}
+
+// pngHeader returns a PNG signature and IHDR chunk only.
+func pngHeader(w, h uint32) []byte {
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr[0:], w)
+	binary.BigEndian.PutUint32(ihdr[4:], h)
+	ihdr[8], ihdr[9] = 8, 2 // 8-bit RGB
+	chunk := append([]byte("IHDR"), ihdr...)
+	out := []byte("\x89PNG\r\n\x1a\n")
+	out = binary.BigEndian.AppendUint32(out, 13)
+	out = append(out, chunk...)
+	return binary.BigEndian.AppendUint32(out, crc32.ChecksumIEEE(chunk))
+}
+
+// Every kind of misbehaving host ends in the right image outcome within
+// the configured bound, and the job finishes.
+func TestService_HostileImageHosts(t *testing.T) {
+	srv := newHostileServer(t)
+	app := startApp(t, t.TempDir(), "--image-timeout", "3s")
+	stores := []string{"S00000001", "S00000002", "S00000003", "S00000004", "S00000005", "S00000006", "S00000007", "S00000008", "S00000009", "S00000010"}
+	paths := []string{"/ok", "/flaky", "/429", "/bomb", "/hang", "/500", "/reset", "/truncated"}
+	var visits []visit
+	for i, p := range paths {
+		visits = append(visits, visit{stores[i], []string{srv.URL + p}, "t"})
+	}
+	start := time.Now()
+	got := app.waitDone(t, app.submit(t, jobBody(visits...)))
+	if took := time.Since(start); took > 25*time.Second {
+		t.Errorf("job took %s with a 3s image bound", took)
+	}
+	want := map[string]string{ // store -> reason; the first four stores succeed
+		stores[4]: "timeout", stores[5]: "http 5xx", stores[6]: "connection failed", stores[7]: "not an image",
+	}
+	if got.Status != "failed" || len(got.Error) != len(want) {
+		t.Fatalf("status %+v", got)
+	}
+	for _, e := range got.Error {
+		reason, ok := want[e.StoreID]
+		if !ok || !strings.HasSuffix(e.Error, ": "+reason) {
+			t.Errorf("store %s failed with %q, want reason %q", e.StoreID, e.Error, reason)
+		}
+	}
+	if n := srv.requests("/flaky"); n != 3 {
+		t.Errorf("/flaky requested %d times, want 3 (two retries)", n)
+	}
+	if n := srv.requests("/500"); n != 4 {
+		t.Errorf("/500 requested %d times, want 4 (three retries)", n)
+	}
+}
+
+// Beyond capacity, submits answer 503 with Retry-After and store nothing;
+// every job that got a 201 completes.
+func TestService_OverloadRefusesAndLosesNothing(t *testing.T) {
+	img := newImageServer(t)
+	app := startApp(t, t.TempDir(), "--max-queued-jobs", "3", "--job-slots", "1", "--gpu-pause", "30ms")
+	var accepted []uint64
+	refused := 0
+	for i := range 12 {
+		body := jobBody(visit{storeA, []string{fmt.Sprintf("%s/2x2.png/%d", img.URL, i)}, "t"})
+		code, hdr, resp := do(t, "POST", app.url+"/api/submit", body)
+		switch code {
+		case http.StatusCreated:
+			var id uint64
+			fmt.Sscanf(resp, `{"job_id":%d}`, &id)
+			accepted = append(accepted, id)
+		case http.StatusServiceUnavailable:
+			refused++
+			if hdr.Get("Retry-After") == "" || !strings.Contains(resp, `"error"`) {
+				t.Errorf("503 without Retry-After or error: %v %s", hdr, resp)
+			}
+		default:
+			t.Fatalf("submit: %d %s", code, resp)
+		}
+	}
+	if refused == 0 || len(accepted) < 3 {
+		t.Fatalf("%d accepted, %d refused", len(accepted), refused)
+	}
+	for _, id := range accepted {
+		if s := app.waitDone(t, id); s.Status != "completed" {
+			t.Errorf("job %d: %+v", id, s)
+		}
+	}
+	// Nothing half-created: the log holds exactly the accepted jobs.
+	if n := len(app.projection.Model().Jobs()); n != len(accepted) {
+		t.Errorf("%d jobs in the log, %d accepted", n, len(accepted))
+	}
+}
+
+func TestService_IdempotencyKey(t *testing.T) {
+	img := newImageServer(t)
+	app := startApp(t, t.TempDir())
+	body := jobBody(visit{storeA, []string{img.URL + "/3x3.png"}, "t"})
+	var ids []string
+	for range 2 {
+		req, _ := http.NewRequest("POST", app.url+"/api/submit/", strings.NewReader(body))
+		req.Header.Set("Idempotency-Key", "order-7781")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf strings.Builder
+		fmt.Fprint(&buf, resp.StatusCode, " ")
+		b := make([]byte, 64)
+		n, _ := resp.Body.Read(b)
+		resp.Body.Close()
+		ids = append(ids, buf.String()+string(b[:n]))
+	}
+	if ids[0] != ids[1] || !strings.HasPrefix(ids[0], "201 ") {
+		t.Fatalf("two submits with one key: %q", ids)
+	}
+	if n := len(app.projection.Model().Jobs()); n > 1 {
+		t.Fatalf("%d jobs created", n)
+	}
+}
+
+func TestService_APIToken(t *testing.T) {
+	app := startApp(t, t.TempDir(), "--api-token", "s3cret")
+	var unauthorized atomic.Int32
+	for _, auth := range []string{"", "Bearer wrong", "Basic czNjcmV0"} {
+		req, _ := http.NewRequest("GET", app.url+"/api/status?jobid=1", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusUnauthorized {
+			unauthorized.Add(1)
+		}
+	}
+	if unauthorized.Load() != 3 {
+		t.Fatalf("%d of 3 bad credentials refused", unauthorized.Load())
+	}
+	req, _ := http.NewRequest("GET", app.url+"/api/status?jobid=1", nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest { // authorized; job 1 does not exist
+		t.Fatalf("with token: %d", resp.StatusCode)
+	}
+	if code, _, _ := do(t, "GET", app.url+"/healthz", ""); code != 200 {
+		t.Fatalf("healthz behind the token: %d", code)
+	}
+}
