@@ -228,3 +228,17 @@ func TestReadModel_ApplyIsIdempotentAndOrdered(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestResultsOf_FirstOutcomeWins(t *testing.T) {
+	h := &History{Submitted: submission(Visit{StoreID: "S1", ImageURLs: []string{"a", "b"}}, Visit{StoreID: "S2", ImageURLs: []string{"c"}})}
+	h.Records = []Record{{Events: []Event{ok(0, 1), bad(1, 0, "S2", "http 404"), bad(0, 1, "S1", "late"), ok(5, 5)}}}
+	got := ResultsOf(h)
+	want := []ImageResult{
+		{Visit: 0, Index: 0, StoreID: "S1", URL: "a", State: "pending"},
+		{Visit: 0, Index: 1, StoreID: "S1", URL: "b", State: "processed", Width: 640, Height: 480, Perimeter: 2240},
+		{Visit: 1, Index: 0, StoreID: "S2", URL: "c", State: "failed", Error: "http 404"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v", got)
+	}
+}

@@ -89,28 +89,8 @@ func validIdempotencyKey(key string) bool {
 // exactly, as the spec says. The job id is a string in this answer (an
 // integer in submit's), as in the spec's examples.
 func (h *handler) status(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Cache-Control", "no-store")
-	values := r.URL.Query()["jobid"]
-	if len(values) != 1 {
-		writeRaw(w, http.StatusBadRequest, emptyObject)
-		return
-	}
-	id, err := events.ParseJobID(values[0])
-	if err != nil {
-		writeRaw(w, http.StatusBadRequest, emptyObject)
-		return
-	}
-	view, err := h.jobs.Status(r.Context(), id)
-	switch {
-	case err == nil:
-	case errors.Is(err, events.ErrJobNotFound):
-		writeRaw(w, http.StatusBadRequest, emptyObject)
-		return
-	case isContextError(err):
-		h.unavailable(w, r, err, "status lookup did not complete in time, retry later")
-		return
-	default:
-		h.internalError(w, r, err)
+	id, view, ok := h.lookup(w, r)
+	if !ok {
 		return
 	}
 	jobID := strconv.FormatUint(id, 10)
@@ -123,6 +103,63 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, statusResponse{Status: view.Status, JobID: jobID})
+}
+
+// lookup parses ?jobid= and returns the job's view, or answers the request
+// itself (400 {} for a missing, malformed or unknown id) and returns false.
+func (h *handler) lookup(w http.ResponseWriter, r *http.Request) (uint64, events.JobView, bool) {
+	w.Header().Set("Cache-Control", "no-store")
+	values := r.URL.Query()["jobid"]
+	if len(values) != 1 {
+		writeRaw(w, http.StatusBadRequest, emptyObject)
+		return 0, events.JobView{}, false
+	}
+	id, err := events.ParseJobID(values[0])
+	if err != nil {
+		writeRaw(w, http.StatusBadRequest, emptyObject)
+		return 0, events.JobView{}, false
+	}
+	view, err := h.jobs.Status(r.Context(), id)
+	switch {
+	case err == nil:
+		return id, view, true
+	case errors.Is(err, events.ErrJobNotFound):
+		writeRaw(w, http.StatusBadRequest, emptyObject)
+	case isContextError(err):
+		h.unavailable(w, r, err, "status lookup did not complete in time, retry later")
+	default:
+		h.internalError(w, r, err)
+	}
+	return 0, events.JobView{}, false
+}
+
+// results handles GET /api/results?jobid=N: every image's recorded result,
+// read from the event log. Unknown ids are answered like status does.
+func (h *handler) results(w http.ResponseWriter, r *http.Request) {
+	id, view, ok := h.lookup(w, r)
+	if !ok {
+		return
+	}
+	images, err := h.resultsOf.Results(r.Context(), id)
+	switch {
+	case err == nil:
+	case errors.Is(err, events.ErrJobNotFound):
+		writeRaw(w, http.StatusBadRequest, emptyObject)
+		return
+	case isContextError(err):
+		h.unavailable(w, r, err, "results lookup did not complete in time, retry later")
+		return
+	default:
+		h.internalError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resultsResponse{JobID: strconv.FormatUint(id, 10), Status: view.Status, Images: images})
+}
+
+type resultsResponse struct {
+	JobID  string               `json:"job_id"`
+	Status events.Status        `json:"status"`
+	Images []events.ImageResult `json:"images"`
 }
 
 var emptyObject = []byte("{}")

@@ -44,6 +44,14 @@ type Jobs interface {
 	Status(ctx context.Context, id uint64) (events.JobView, error)
 }
 
+// Results is optional: when Jobs also implements it, GET /api/results
+// serves every image's recorded result. Safe for concurrent use.
+type Results interface {
+	// Results returns one entry per image in submission order, or
+	// events.ErrJobNotFound.
+	Results(ctx context.Context, id uint64) ([]events.ImageResult, error)
+}
+
 // Other defaults of Config.
 const (
 	DefaultRetryAfter = time.Second
@@ -93,6 +101,7 @@ type Config struct {
 // handler holds a validated Config.
 type handler struct {
 	jobs       Jobs
+	resultsOf  Results
 	checkURL   func(string) error
 	maxBody    int64
 	limits     Limits
@@ -166,6 +175,11 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		allowMethods(h.healthz, http.MethodGet, http.MethodHead))
 	route(r, "/readyz", []string{"/readyz"},
 		allowMethods(h.readyz, http.MethodGet, http.MethodHead))
+	if rs, ok := cfg.Jobs.(Results); ok {
+		h.resultsOf = rs
+		route(r, "/api/results", []string{"/api/results", "/api/results/"},
+			h.requireToken(allowMethods(h.results, http.MethodGet, http.MethodHead)))
+	}
 	if cfg.MetricsHandler != nil {
 		route(r, "/metrics", []string{"/metrics"},
 			allowMethods(cfg.MetricsHandler.ServeHTTP, http.MethodGet, http.MethodHead))

@@ -312,6 +312,16 @@ func (a *App) Submit(ctx context.Context, job *events.JobSubmitted, key string) 
 	return id, nil
 }
 
+// Results implements httpapi.Results: per-image results, read from the
+// job's events in the log.
+func (a *App) Results(ctx context.Context, id uint64) ([]events.ImageResult, error) {
+	h, err := a.store.LoadJob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return events.ResultsOf(h), nil
+}
+
 // Status implements httpapi.Jobs.
 func (a *App) Status(ctx context.Context, id uint64) (events.JobView, error) {
 	return a.projection.Status(ctx, id)

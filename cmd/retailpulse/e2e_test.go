@@ -279,6 +279,22 @@ func TestService_SpecExampleCompletes(t *testing.T) {
 	if len(perims) != 3 {
 		t.Errorf("%d images recorded, want 3", len(perims))
 	}
+	// The same results through the API.
+	code, hdr, body := do(t, "GET", fmt.Sprintf("%s/api/results?jobid=%d", app.url, id), "")
+	var res struct {
+		JobID  string               `json:"job_id"`
+		Status string               `json:"status"`
+		Images []events.ImageResult `json:"images"`
+	}
+	if err := json.Unmarshal([]byte(body), &res); code != 200 || err != nil || hdr.Get("Content-Type") != "application/json" {
+		t.Fatalf("results: %d %q %v", code, body, err)
+	}
+	if res.Status != "completed" || len(res.Images) != 3 || res.Images[0].Perimeter != 2240 || res.Images[0].State != "processed" || res.Images[1].Width != 800 {
+		t.Fatalf("results = %+v", res)
+	}
+	if code, _, body := do(t, "GET", app.url+"/api/results?jobid=424242", ""); code != 400 || body != "{}" {
+		t.Fatalf("results of an unknown job: %d %q", code, body)
+	}
 }
 
 func TestService_FailuresListEachFailedStoreOnce(t *testing.T) {
