@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -137,8 +138,7 @@ func (a *jobActor) process(hard context.Context, stopping <-chan struct{}) error
 	drain := func() {
 		cancel()
 		for running > 0 {
-			if m, ok := (<-a.mailbox).(storeDone); ok {
-				_ = m
+			if _, ok := (<-a.mailbox).(storeDone); ok {
 				running--
 			}
 		}
@@ -193,9 +193,9 @@ func (a *jobActor) process(hard context.Context, stopping <-chan struct{}) error
 	}
 }
 
-func (a *jobActor) receive(m jobMsg, pending []events.Event, running *int, log interface {
-	Error(string, ...any)
-}) []events.Event {
+// receive handles one mailbox message: an outcome joins pending, a
+// returned store actor decrements running.
+func (a *jobActor) receive(m jobMsg, pending []events.Event, running *int, log *slog.Logger) []events.Event {
 	obs := a.e.cfg.Observer
 	switch m := m.(type) {
 	case imageDone:
