@@ -170,7 +170,8 @@ func TestEngine_StaleOwnerCannotWrite(t *testing.T) {
 	}
 }
 
-// A job that keeps losing its owner completes as failed after MaxAttempts.
+// A job whose owners keep stopping without recording anything completes as
+// failed after MaxAttempts such deliveries.
 func TestEngine_AbandonsJobAfterMaxAttempts(t *testing.T) {
 	store := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{AckWait: time.Second})
 	img := newGatedImages(t, "owner-a")
@@ -180,7 +181,7 @@ func TestEngine_AbandonsJobAfterMaxAttempts(t *testing.T) {
 	startEngine(t, store, "owner-b", func(c *actors.Config) { c.MaxAttempts = 1 })
 	waitCompleted(t, store, id)
 	st, _, _ := fold(t, store, id)
-	want := []events.StoreError{{StoreID: "S1", Error: "job abandoned after 1 delivery attempts"}}
+	want := []events.StoreError{{StoreID: "S1", Error: "job abandoned after 1 delivery attempts without progress"}}
 	if st.Status != events.StatusFailed || fmt.Sprint(st.Errors) != fmt.Sprint(want) {
 		t.Fatalf("status %s errors %+v", st.Status, st.Errors)
 	}

@@ -84,9 +84,12 @@ func (a *jobActor) Run(hard context.Context, stopping <-chan struct{}) error {
 		log.Info("job already completed; acking", "status", a.st.Status)
 		return a.d.Ack(hard)
 	}
+	// Only deliveries that recorded nothing count against MaxAttempts: a
+	// job handed back gracefully, or one crashing its owners while still
+	// making progress, is never abandoned for it.
 	attempt := a.d.Attempts()
-	if attempt > cfg.MaxAttempts {
-		return a.abandon(hard, attempt)
+	if a.st.Stalled >= cfg.MaxAttempts {
+		return a.abandon(hard, a.st.Stalled)
 	}
 	if err := a.append(hard, events.KindStarted, &events.JobStarted{Attempt: attempt, Owner: cfg.Owner, At: time.Now().UTC()}); err != nil {
 		return a.lost(err)
@@ -270,15 +273,15 @@ func (a *jobActor) complete(hard context.Context) error {
 	return a.ackDetached(hard)
 }
 
-// abandon completes a job that keeps losing its owners as failed, naming
-// every store with unsettled images.
-func (a *jobActor) abandon(hard context.Context, attempt int) error {
+// abandon completes a job whose last `stalled` owners all stopped without
+// recording an outcome as failed, naming every store with unsettled images.
+func (a *jobActor) abandon(hard context.Context, stalled int) error {
 	_, errs := a.st.Outcome()
 	seen := map[string]bool{}
 	for _, e := range errs {
 		seen[e.StoreID] = true
 	}
-	msg := fmt.Sprintf("job abandoned after %d delivery attempts", attempt-1)
+	msg := fmt.Sprintf("job abandoned after %d delivery attempts without progress", stalled)
 	for v, visit := range a.sub.Visits {
 		for i := range visit.ImageURLs {
 			if !a.st.Settled(events.ImageRef{Visit: v, Index: i}) && !seen[visit.StoreID] {
@@ -292,7 +295,7 @@ func (a *jobActor) abandon(hard context.Context, attempt int) error {
 		return a.lost(err)
 	}
 	a.e.cfg.Observer.JobFinished(string(events.StatusFailed))
-	a.e.cfg.Logger.Error("job abandoned", "job_id", a.id, "attempts", attempt-1)
+	a.e.cfg.Logger.Error("job abandoned", "job_id", a.id, "stalled_attempts", stalled)
 	return a.ackDetached(hard)
 }
 

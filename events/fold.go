@@ -16,7 +16,11 @@ type JobState struct {
 	Status    Status
 	Errors    []StoreError // each failed store once, in order of first failure
 	Attempts  int          // JobStarted events seen
-	Completed bool         // a JobCompleted has been applied
+	// Stalled counts the deliveries since the last image outcome: owners
+	// that started the job and recorded nothing (crashed, or hung). A
+	// graceful hand-back after progress does not count.
+	Stalled   int
+	Completed bool // a JobCompleted has been applied
 	// Duplicates counts outcomes ignored because the image was already settled
 	// or the job already completed.
 	Duplicates int
@@ -82,18 +86,21 @@ func (s *JobState) Apply(ev Event) (bool, error) {
 		return false, nil
 	case *JobStarted:
 		s.Attempts++
+		s.Stalled++
 		return true, nil
 	case *ImageProcessed:
 		if !s.settle(e.ImageRef) {
 			return false, s.refErr(e.ImageRef)
 		}
 		s.Processed++
+		s.Stalled = 0
 		return true, nil
 	case *ImageFailed:
 		if !s.settle(e.ImageRef) {
 			return false, s.refErr(e.ImageRef)
 		}
 		s.Failed++
+		s.Stalled = 0
 		s.addError(StoreError{StoreID: e.StoreID, Error: e.StoreErrorText()})
 		return true, nil
 	case *JobCompleted:

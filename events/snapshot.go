@@ -34,6 +34,7 @@ type snapshotJob struct {
 	Status     Status       `json:"status"`
 	Completed  bool         `json:"completed,omitempty"`
 	Attempts   int          `json:"attempts,omitempty"`
+	Stalled    int          `json:"stalled,omitempty"`
 	Duplicates int          `json:"duplicates,omitempty"`
 	Errors     []StoreError `json:"errors,omitempty"`
 	Offsets    []int        `json:"offsets,omitempty"` // ongoing jobs only
@@ -49,7 +50,7 @@ func (m *ReadModel) MarshalSnapshot(stream string) ([]byte, uint64, error) {
 	for _, s := range m.jobs {
 		f.Jobs = append(f.Jobs, snapshotJob{
 			ID: s.ID, Images: s.Images, Processed: s.Processed, Failed: s.Failed, Status: s.Status,
-			Completed: s.Completed, Attempts: s.Attempts, Duplicates: s.Duplicates,
+			Completed: s.Completed, Attempts: s.Attempts, Stalled: s.Stalled, Duplicates: s.Duplicates,
 			Errors:  append([]StoreError(nil), s.Errors...),
 			Offsets: append([]int(nil), s.offsets...), Settled: append([]uint64(nil), s.settled...),
 		})
@@ -108,7 +109,7 @@ func (j snapshotJob) restore(seq uint64) (*JobState, error) {
 		return nil, fmt.Errorf("counts %d+%d of %d images", j.Processed, j.Failed, j.Images)
 	}
 	s := &JobState{ID: j.ID, Images: j.Images, Processed: j.Processed, Failed: j.Failed, Status: j.Status,
-		Completed: j.Completed, Attempts: j.Attempts, Duplicates: j.Duplicates, Errors: j.Errors}
+		Completed: j.Completed, Attempts: j.Attempts, Stalled: j.Stalled, Duplicates: j.Duplicates, Errors: j.Errors}
 	switch {
 	case j.Completed && (j.Status == StatusCompleted || j.Status == StatusFailed):
 		return s, nil
