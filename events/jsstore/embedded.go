@@ -135,12 +135,20 @@ func (b slogBridge) Fatalf(format string, v ...any) {
 	b.l.Error(fmt.Sprintf(format, v...), "fatal", true)
 }
 
+// attemptTimeout bounds one try of a retried operation: a request that
+// gets no answer (e.g. several clients creating the same stream on a fresh
+// cluster at once) must not use up the caller's whole deadline.
+const attemptTimeout = 5 * time.Second
+
 // retry calls fn with capped exponential backoff until it succeeds, returns
-// a permanent error (wrapped in permanent), or ctx ends.
-func retry(ctx context.Context, fn func() error) error {
+// a permanent error (wrapped in permanent), or ctx ends. Each try gets its
+// own context, bounded by attemptTimeout.
+func retry(ctx context.Context, fn func(ctx context.Context) error) error {
 	delay := 50 * time.Millisecond
 	for {
-		err := fn()
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		err := fn(actx)
+		cancel()
 		if err == nil {
 			return nil
 		}

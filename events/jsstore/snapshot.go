@@ -33,7 +33,7 @@ const (
 // Snapshots opens (creating if needed) the snapshot bucket.
 func (s *Store) Snapshots(ctx context.Context) (*Snapshots, error) {
 	var obs jetstream.ObjectStore
-	err := retry(ctx, func() error {
+	err := retry(ctx, func(ctx context.Context) error {
 		o, err := s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 			Bucket:      s.cfg.Stream + "_SNAPSHOTS",
 			Description: "read model snapshots (a restart shortcut; the event stream is authoritative)",

@@ -85,7 +85,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		DenyDelete:  true,
 		DenyPurge:   true,
 	}
-	err = retry(ctx, func() error {
+	err = retry(ctx, func(ctx context.Context) error {
 		st, err := js.CreateOrUpdateStream(ctx, scfg)
 		if err != nil {
 			return err
@@ -109,7 +109,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		MaxAckPending: 100_000,
 		Replicas:      cfg.Replicas,
 	}
-	err = retry(ctx, func() error {
+	err = retry(ctx, func(ctx context.Context) error {
 		c, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, ccfg)
 		if err != nil {
 			return err
@@ -156,7 +156,7 @@ func (s *Store) Submit(ctx context.Context, sub *events.JobSubmitted, idempotenc
 		id = "submit/key/" + idempotencyKey
 	}
 	var ack *jetstream.PubAck
-	err = retry(ctx, func() error {
+	err = retry(ctx, func(ctx context.Context) error {
 		a, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
 		if err != nil {
 			return classifyPublish(err)
@@ -346,7 +346,7 @@ func (s *Store) Append(ctx context.Context, id uint64, kind string, fence uint64
 	msg.Header.Set(events.HeaderCount, strconv.Itoa(len(evs)))
 	filter := events.JobFilter(id)
 	var seq uint64
-	err = retry(ctx, func() error {
+	err = retry(ctx, func(ctx context.Context) error {
 		ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID),
 			jetstream.WithExpectLastSequenceForSubject(fence, filter))
 		if err == nil {

@@ -103,7 +103,7 @@ func BenchmarkStore_Append(b *testing.B) {
 func BenchmarkStore_Submit(b *testing.B) {
 	for _, images := range []int{1, 500, 100_000} {
 		b.Run(fmt.Sprintf("images=%d", images), func(b *testing.B) {
-			s := mustOpen(b, MustStartSingle(b), Config{MaxBytes: 1 << 40})
+			s := mustOpen(b, MustStartSingle(b), Config{})
 			sub := benchJob(images)
 			b.ReportAllocs()
 			for b.Loop() {
