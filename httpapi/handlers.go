@@ -20,6 +20,7 @@ import (
 func (h *handler) submit(w http.ResponseWriter, r *http.Request) {
 	key := r.Header.Get("Idempotency-Key")
 	if !validIdempotencyKey(key) {
+		h.reject("invalid")
 		writeError(w, http.StatusBadRequest,
 			fmt.Sprintf("Idempotency-Key must be at most %d printable ASCII characters", MaxIdempotencyKeyLength))
 		return
@@ -35,6 +36,7 @@ func (h *handler) submit(w http.ResponseWriter, r *http.Request) {
 			h.tooLarge(w)
 			return
 		}
+		h.reject("invalid")
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -49,6 +51,9 @@ func (h *handler) submit(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, events.ErrStorageFull):
 		h.unavailable(w, r, err, "event log is full, retry later")
 		return
+	case errors.Is(err, events.ErrJobTooLarge):
+		writeError(w, http.StatusRequestEntityTooLarge, "job too large to store: "+err.Error())
+		return
 	case isContextError(err):
 		h.unavailable(w, r, err, "submission did not complete in time, retry later")
 		return
@@ -60,11 +65,19 @@ func (h *handler) submit(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, submitResponse{JobID: id})
 }
 
+// reject reports a submit refused by the API layer itself.
+func (h *handler) reject(reason string) {
+	if h.onReject != nil {
+		h.onReject(reason)
+	}
+}
+
 type submitResponse struct {
 	JobID uint64 `json:"job_id"`
 }
 
 func (h *handler) tooLarge(w http.ResponseWriter) {
+	h.reject("too_large")
 	// The rest of the body is not read: close rather than drain it.
 	w.Header().Set("Connection", "close")
 	writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", h.maxBody))

@@ -94,6 +94,9 @@ type Config struct {
 	// Logger receives server errors (500s, recovered panics) and refused
 	// submissions (503s). Default: discard.
 	Logger *slog.Logger
+	// OnReject, if set, is told each request the API refuses by itself:
+	// "invalid" (400 on submit), "too_large" (413), "unauthorized" (401).
+	OnReject func(reason string)
 	// Now stamps SubmittedAt. Default time.Now.
 	Now func() time.Time
 }
@@ -102,6 +105,7 @@ type Config struct {
 type handler struct {
 	jobs       Jobs
 	resultsOf  Results
+	onReject   func(string)
 	checkURL   func(string) error
 	maxBody    int64
 	limits     Limits
@@ -129,6 +133,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		ready:    cfg.Ready,
 		log:      cfg.Logger,
 		now:      cfg.Now,
+		onReject: cfg.OnReject,
 	}
 	if h.maxBody == 0 {
 		h.maxBody = DefaultMaxBodyBytes

@@ -638,3 +638,32 @@ func TestHandler_OverHTTP(t *testing.T) {
 		t.Errorf("status: %d %s", resp.StatusCode, b)
 	}
 }
+
+func TestHandler_SubmitRejections(t *testing.T) {
+	jobs := newMemJobs()
+	var rejected []string
+	h := mustHandler(t, Config{Jobs: jobs, APITokens: []string{"tok"}, MaxBodyBytes: 64 << 10,
+		OnReject: func(reason string) { rejected = append(rejected, reason) }})
+	auth := func(req *http.Request) { req.Header.Set("Authorization", "Bearer tok") }
+
+	// A job the log cannot hold in one message is 413, not 500.
+	jobs.submitErr = fmt.Errorf("submit: %w: 9000000 bytes", events.ErrJobTooLarge)
+	req := httptest.NewRequest(http.MethodPost, "/api/submit/", strings.NewReader(specPayload))
+	auth(req)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusRequestEntityTooLarge || !strings.Contains(rec.Body.String(), "job too large") {
+		t.Fatalf("too large job: %d %s", rec.Code, rec.Body)
+	}
+	jobs.submitErr = nil
+
+	for _, body := range []string{`{}`, strings.Repeat("x", 65<<10)} {
+		req := httptest.NewRequest(http.MethodPost, "/api/submit/", strings.NewReader(body))
+		auth(req)
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/api/submit/", strings.NewReader(specPayload)))
+	if fmt.Sprint(rejected) != "[invalid too_large unauthorized]" {
+		t.Fatalf("rejections reported: %v", rejected)
+	}
+}

@@ -35,6 +35,7 @@ func (h *handler) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		given, ok := bearerToken(r.Header.Get("Authorization"))
 		if !ok {
+			h.reject("unauthorized")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="retailpulse"`)
 			writeError(w, http.StatusUnauthorized, "missing bearer token")
 			return
@@ -45,6 +46,7 @@ func (h *handler) requireToken(next http.Handler) http.Handler {
 			match |= subtle.ConstantTimeCompare(sum[:], h.tokens[i][:])
 		}
 		if match != 1 {
+			h.reject("unauthorized")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="retailpulse", error="invalid_token"`)
 			writeError(w, http.StatusUnauthorized, "invalid bearer token")
 			return

@@ -228,6 +228,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		Instrument:     a.metrics.Instrument,
 		MetricsHandler: metrics.Handler(a.registry),
 		Logger:         log,
+		OnReject:       a.metrics.SubmitRejected,
 	})
 	if err != nil {
 		return nil, err
