@@ -172,6 +172,14 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		return nil, err
 	}
 
+	if a.ns != nil {
+		// We hold the data dir: jobs delivered and not acked belong to a
+		// previous process that is gone. Take them back now rather than after
+		// the ack wait.
+		if err := a.store.ReclaimJobs(openCtx); err != nil {
+			return nil, fmt.Errorf("reclaim jobs: %w", err)
+		}
+	}
 	a.admission = jsstore.NewAdmission(a.store, cfg.MaxQueuedJobs)
 	if err := a.admission.Refresh(openCtx); err != nil {
 		return nil, err

@@ -363,3 +363,22 @@ func TestSnapshots_SaveLoadAndRefuseForeignStream(t *testing.T) {
 		t.Fatalf("snapshot of a deleted stream: %v", err)
 	}
 }
+
+func TestStore_ReclaimJobsRedeliversAtOnce(t *testing.T) {
+	s := mustOpen(t, MustStartSingle(t), Config{AckWait: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	id, _ := s.Submit(ctx, sampleJob("a"), "")
+	d, err := s.NextJob(ctx)
+	if err != nil || d.JobID() != id {
+		t.Fatalf("first delivery: %v", err)
+	}
+	// The owner dies without acking; a restarted sole instance reclaims it.
+	if err := s.ReclaimJobs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d2, err := s.NextJob(ctx)
+	if err != nil || d2.JobID() != id {
+		t.Fatalf("after reclaim: %v", err)
+	}
+}

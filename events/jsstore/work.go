@@ -240,3 +240,16 @@ func (s *Store) Scan(ctx context.Context, from, to uint64, fn func(Message) erro
 		}
 	}
 }
+
+// ReclaimJobs makes every delivered but unacknowledged job available again
+// at once, instead of after the ack wait. Only for a process that knows it
+// is the work consumer's sole user (the embedded single node, whose data
+// dir it holds locked): the owners of those deliveries are gone. With other
+// live instances it would hand their jobs out twice (fencing would still
+// keep the log correct, at the cost of redone work).
+func (s *Store) ReclaimJobs(ctx context.Context) error {
+	return retry(ctx, func(ctx context.Context) error {
+		_, err := s.js.ResetConsumer(ctx, s.cfg.Stream, WorkConsumer)
+		return err
+	})
+}
