@@ -228,6 +228,12 @@ func (f *Fetcher) Dimensions(ctx context.Context, rawURL string) (width, height 
 // attempt makes one request under a host slot and AttemptTimeout. retryAfter
 // is the server's Retry-After on a 429 or 503, else negative. err is an
 // *Error or a raw transport/context error for classify.
+// drainLimit bounds what is read after the header so a keep-alive
+// connection can be reused: cheaper than a new connection per image. A body
+// declared larger, or one of unknown length that turns out larger, is cut
+// off by closing the connection.
+const drainLimit = 256 << 10
+
 func (f *Fetcher) attempt(ctx context.Context, rawURL, host string) (width, height int, retryAfter time.Duration, err error) {
 	retryAfter = -1
 	release, err := f.hosts.acquire(ctx, host)
@@ -249,7 +255,8 @@ func (f *Fetcher) attempt(ctx context.Context, rawURL, host string) (width, heig
 		return 0, 0, retryAfter, attemptErr(ctx, err)
 	}
 	// Closing before EOF drops the connection rather than draining the rest
-	// of a large body we have no use for.
+	// of a large body we have no use for; a small one is drained below so
+	// the connection goes back to the pool.
 	defer resp.Body.Close()
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
@@ -261,6 +268,9 @@ func (f *Fetcher) attempt(ctx context.Context, rawURL, host string) (width, heig
 	width, height, err = decodeHeader(resp.Body, f.cfg.MaxBytes)
 	if err != nil {
 		return 0, 0, retryAfter, attemptErr(ctx, err)
+	}
+	if resp.ContentLength <= drainLimit { // includes unknown (-1): drain at most drainLimit
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainLimit))
 	}
 	return width, height, retryAfter, nil
 }

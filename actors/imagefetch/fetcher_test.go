@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"strconv"
@@ -848,4 +849,43 @@ func mustParseURL(tb testing.TB, raw string) *url.URL {
 		tb.Fatal(err)
 	}
 	return u
+}
+
+// Small bodies are drained after the header so their connection is reused;
+// large ones are cut off rather than downloaded for nothing.
+func TestFetcher_ReusesConnectionsForSmallBodies(t *testing.T) {
+	small := append(encodeJPEG(t, 64, 48), make([]byte, 100<<10)...)
+	large := append(encodeJPEG(t, 64, 48), make([]byte, 2<<20)...)
+	for _, tt := range []struct {
+		name      string
+		body      []byte
+		wantConns func(int) bool
+	}{
+		{"small body: one connection", small, func(n int) bool { return n == 1 }},
+		{"large body: a connection per image", large, func(n int) bool { return n == 5 }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var conns atomic.Int32
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Write(tt.body)
+			}))
+			srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					conns.Add(1)
+				}
+			}
+			srv.Start()
+			defer srv.Close()
+			f := New(Config{AllowPrivateNetworks: true})
+			defer f.Close()
+			for i := range 5 {
+				if w, h, err := f.Dimensions(context.Background(), fmt.Sprintf("%s/%d.jpg", srv.URL, i)); err != nil || w != 64 || h != 48 {
+					t.Fatalf("image %d: %dx%d %v", i, w, h, err)
+				}
+			}
+			if n := int(conns.Load()); !tt.wantConns(n) {
+				t.Fatalf("%d connections for 5 images", n)
+			}
+		})
+	}
 }
