@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/retailpulse/retailpulse/events"
@@ -25,39 +24,48 @@ type storeActor struct {
 }
 
 // Run processes every task and returns when all are reported, stopping
-// closes, or ctx ends. A panic in a worker is returned as an error.
+// closes, or ctx ends. An image starts only once it holds a slot of its
+// store (StoreConcurrency) and of the engine (ImageSlots), so goroutines
+// exist only for images in flight. A panic while processing an image is
+// returned as an error (that image stays unsettled).
 func (s *storeActor) Run(ctx context.Context) error {
-	var next atomic.Int64
-	workers := min(s.e.cfg.StoreConcurrency, len(s.tasks))
-	errs := make([]error, workers)
+	storeSlots := make(chan struct{}, s.e.cfg.StoreConcurrency)
 	var wg sync.WaitGroup
-	for w := range workers {
+	var mu sync.Mutex
+	var errs []error
+	acquire := func(slots chan struct{}) bool {
+		select {
+		case slots <- struct{}{}:
+		case <-s.stopping:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+		select { // stopping and a free slot at once: stopping wins
+		case <-s.stopping:
+			<-slots
+			return false
+		default:
+			return true
+		}
+	}
+	for _, t := range s.tasks {
+		if !acquire(storeSlots) {
+			break
+		}
+		if !acquire(s.e.imageSlots) {
+			<-storeSlots
+			break
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[w] = guard("store worker", func() error {
-				for {
-					i := int(next.Add(1) - 1)
-					if i >= len(s.tasks) {
-						return nil
-					}
-					select { // take an image slot, unless we are stopping
-					case s.e.imageSlots <- struct{}{}:
-					case <-s.stopping:
-						return nil
-					case <-ctx.Done():
-						return nil
-					}
-					select {
-					case <-s.stopping:
-						<-s.e.imageSlots
-						return nil
-					default:
-					}
-					s.process(ctx, s.tasks[i])
-					<-s.e.imageSlots
-				}
-			})
+			defer func() { <-s.e.imageSlots; <-storeSlots }()
+			if err := guard("store "+s.storeID, func() error { s.process(ctx, t); return nil }); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
 		}()
 	}
 	wg.Wait()
