@@ -27,8 +27,8 @@ type Config struct {
 	Pause func(ctx context.Context) error
 
 	JobSlots         int           // concurrent jobs on this instance; 64
-	ImageSlots       int           // concurrent images on this instance, over all jobs; 2048
-	StoreConcurrency int           // concurrent images per store actor; 16
+	ImageSlots       int           // concurrent images on this instance, over all jobs; 1536
+	StoreConcurrency int           // concurrent images per store actor; 64
 	MaxAttempts      int           // deliveries before a job is completed as failed; 5
 	Heartbeat        time.Duration // InProgress interval; 20s (a third of the ack wait)
 	DrainTimeout     time.Duration // graceful shutdown: how long in-flight images may finish; 30s
@@ -48,8 +48,8 @@ func (c *Config) defaults() error {
 		c.Reason = func(error) string { return "download failed" }
 	}
 	setDefault(&c.JobSlots, 64)
-	setDefault(&c.ImageSlots, 2048)
-	setDefault(&c.StoreConcurrency, 16)
+	setDefault(&c.ImageSlots, 1536)
+	setDefault(&c.StoreConcurrency, 64)
 	setDefault(&c.MaxAttempts, 5)
 	setDefault(&c.MaxBatch, 1000)
 	setDefault(&c.MailboxSize, 1024)
