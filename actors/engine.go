@@ -33,8 +33,11 @@ type Config struct {
 	Heartbeat        time.Duration // InProgress interval; 20s (a third of the ack wait)
 	DrainTimeout     time.Duration // graceful shutdown: how long in-flight images may finish; 30s
 	MaxBatch         int           // events per appended message; 1000
-	MailboxSize      int           // job actor mailbox; 1024
-	Owner            string        // this instance's name in JobStarted; hostname-pid
+	// BatchLinger is how long a job actor waits for more outcomes before an
+	// append; 0 = append whatever is waiting at once.
+	BatchLinger time.Duration
+	MailboxSize int    // job actor mailbox; 1024
+	Owner       string // this instance's name in JobStarted; hostname-pid
 
 	Observer Observer     // nil = none
 	Logger   *slog.Logger // nil = discard

@@ -9,6 +9,7 @@ import (
 	"image/png"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -208,5 +209,37 @@ func TestEngine_BatchesOutcomes(t *testing.T) {
 	}
 	if len(h.Records) >= 100 {
 		t.Fatalf("200 images took %d messages: outcomes are not batched", len(h.Records))
+	}
+}
+
+// With a linger, a job's outcomes are gathered into few, large appends.
+func TestEngine_LingerGathersOutcomes(t *testing.T) {
+	store := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{})
+	img := newGatedImages(t, "nobody")
+	startEngine(t, store, "owner", func(c *actors.Config) {
+		c.BatchLinger = time.Second // longer than the whole job: only MaxBatch and the end cut it
+		c.MaxBatch = 50
+	})
+	var urls []string
+	for i := range 200 {
+		urls = append(urls, fmt.Sprintf("%s/%d.png", img.URL, i))
+	}
+	id := submit(t, store, urls...)
+	waitCompleted(t, store, id)
+	st, h, _ := fold(t, store, id)
+	if st.Processed != 200 || st.Duplicates != 0 {
+		t.Fatalf("processed %d duplicates %d", st.Processed, st.Duplicates)
+	}
+	images := 0
+	for _, r := range h.Records {
+		if strings.HasSuffix(r.Subject, ".images") {
+			images++
+			if len(r.Events) > 50 {
+				t.Fatalf("a message of %d events exceeds MaxBatch", len(r.Events))
+			}
+		}
+	}
+	if images > 5 { // 200 images, 50 per message, plus at most one partial
+		t.Fatalf("200 images in %d messages", images)
 	}
 }

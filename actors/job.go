@@ -178,22 +178,45 @@ func (a *jobActor) process(hard context.Context, stopping <-chan struct{}) error
 		select {
 		case m := <-a.mailbox:
 			pending = a.receive(m, pending, &running, log)
-			// Take whatever else is waiting, so one append carries it all.
-		more:
-			for len(pending) < cfg.MaxBatch {
-				select {
-				case m := <-a.mailbox:
-					pending = a.receive(m, pending, &running, log)
-				default:
-					break more
-				}
-			}
+			pending = a.gather(pending, &running, log)
 		case <-heartbeat.C:
 			if err := a.d.InProgress(); err != nil {
 				log.Warn("heartbeat", "err", err)
 			}
 		}
 	}
+}
+
+// gather collects more outcomes for the next append: for up to
+// BatchLinger after the first, or until MaxBatch are pending or every store
+// actor has returned. Each append is a serial fsync in the log, so fewer,
+// larger appends leave room for other jobs and for submissions.
+func (a *jobActor) gather(pending []events.Event, running *int, log *slog.Logger) []events.Event {
+	cfg := &a.e.cfg
+	var deadline <-chan time.Time
+	if cfg.BatchLinger > 0 {
+		t := time.NewTimer(cfg.BatchLinger)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for len(pending) < cfg.MaxBatch && *running > 0 {
+		select {
+		case m := <-a.mailbox:
+			pending = a.receive(m, pending, running, log)
+			continue
+		default:
+		}
+		if deadline == nil {
+			return pending
+		}
+		select {
+		case m := <-a.mailbox:
+			pending = a.receive(m, pending, running, log)
+		case <-deadline:
+			return pending
+		}
+	}
+	return pending
 }
 
 // receive handles one mailbox message: an outcome joins pending, a

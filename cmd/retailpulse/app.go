@@ -209,6 +209,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		ImageSlots:       cfg.ImageSlots,
 		StoreConcurrency: cfg.StoreConcurrency,
 		MaxAttempts:      cfg.MaxAttempts,
+		BatchLinger:      cfg.AppendLinger,
 		Heartbeat:        cfg.AckWait / 3,
 		DrainTimeout:     cfg.ShutdownTimeout,
 		Observer:         a.metrics,

@@ -67,6 +67,7 @@ var benchServeFlags = []struct{ name, usage string }{
 	{"job-slots", "service: jobs processed at once (default: the service's)"},
 	{"image-slots", "service: images processed at once (default: the service's)"},
 	{"store-concurrency", "service: images processed at once per store of a job (default: the service's)"},
+	{"append-linger", "service: how long a job waits for more outcomes before appending (default: the service's)"},
 }
 
 // benchSampleStores are the store ids of the built-in sample store master.

@@ -47,6 +47,7 @@ type serveConfig struct {
 	SnapshotEvery        uint64
 	ImageTimeout         time.Duration
 	PerHostConcurrency   int
+	AppendLinger         time.Duration
 	APIToken             string
 	LogLevel             string
 	LogFormat            string
@@ -68,6 +69,7 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.AckWait, "ack-wait", 60*time.Second, "time a silent job owner keeps a job before it is redelivered")
 	fs.DurationVar(&cfg.ImageTimeout, "image-timeout", 2*time.Minute, "bound on one image's download, all retries included")
 	fs.IntVar(&cfg.PerHostConcurrency, "per-host-concurrency", 32, "concurrent downloads from one image host")
+	fs.DurationVar(&cfg.AppendLinger, "append-linger", 20*time.Millisecond, "how long a job waits for more image outcomes before appending them (fewer, larger fsyncs)")
 	fs.IntVar(&cfg.JobSlots, "job-slots", 64, "jobs processed at once by this instance")
 	fs.IntVar(&cfg.ImageSlots, "image-slots", 1536, "images processed at once by this instance")
 	fs.IntVar(&cfg.StoreConcurrency, "store-concurrency", 64, "images processed at once per store of a job")
@@ -149,6 +151,7 @@ func (cfg *serveConfig) validate() error {
 		{cfg.AckWait >= time.Second, "--ack-wait must be at least 1s"},
 		{cfg.ImageTimeout > 0, "--image-timeout must be positive"},
 		{cfg.PerHostConcurrency > 0, "--per-host-concurrency must be positive"},
+		{cfg.AppendLinger >= 0 && cfg.AppendLinger <= time.Second, "--append-linger must be between 0 and 1s"},
 		{cfg.JobSlots > 0, "--job-slots must be positive"},
 		{cfg.ImageSlots > 0, "--image-slots must be positive"},
 		{cfg.StoreConcurrency > 0, "--store-concurrency must be positive"},
@@ -216,7 +219,7 @@ func (cfg *serveConfig) redacted() []any {
 		"addr", cfg.Addr, "data_dir", cfg.DataDir, "stores", orDefault(cfg.Stores, "(sample)"),
 		"allow_private_networks", cfg.AllowPrivateNetworks, "gpu_pause", cfg.GPUPause, "nats_url", natsURL,
 		"replicas", cfg.Replicas, "fsync", cfg.Fsync, "max_stream_bytes", cfg.MaxStreamBytes,
-		"ack_wait", cfg.AckWait, "image_timeout", cfg.ImageTimeout, "per_host_concurrency", cfg.PerHostConcurrency, "job_slots", cfg.JobSlots, "image_slots", cfg.ImageSlots,
+		"ack_wait", cfg.AckWait, "image_timeout", cfg.ImageTimeout, "per_host_concurrency", cfg.PerHostConcurrency, "append_linger", cfg.AppendLinger, "job_slots", cfg.JobSlots, "image_slots", cfg.ImageSlots,
 		"store_concurrency", cfg.StoreConcurrency, "max_attempts", cfg.MaxAttempts,
 		"shutdown_timeout", cfg.ShutdownTimeout, "max_body_bytes", cfg.MaxBodyBytes,
 		"max_visits", cfg.MaxVisits, "max_images", cfg.MaxImages, "max_url_length", cfg.MaxURLLength,
