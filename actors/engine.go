@@ -27,7 +27,7 @@ type Config struct {
 	Pause func(ctx context.Context) error
 
 	JobSlots         int           // concurrent jobs on this instance; 64
-	ImageSlots       int           // concurrent images on this instance, over all jobs; 1536
+	ImageSlots       int           // concurrent images on this instance, over all jobs; 1024
 	StoreConcurrency int           // concurrent images per store actor; 64
 	MaxAttempts      int           // deliveries before a job is completed as failed; 5
 	Heartbeat        time.Duration // InProgress interval; 20s (a third of the ack wait)
@@ -51,7 +51,7 @@ func (c *Config) defaults() error {
 		c.Reason = func(error) string { return "download failed" }
 	}
 	setDefault(&c.JobSlots, 64)
-	setDefault(&c.ImageSlots, 1536)
+	setDefault(&c.ImageSlots, 1024)
 	setDefault(&c.StoreConcurrency, 64)
 	setDefault(&c.MaxAttempts, 5)
 	setDefault(&c.MaxBatch, 1000)

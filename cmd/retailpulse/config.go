@@ -71,7 +71,7 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.PerHostConcurrency, "per-host-concurrency", 32, "concurrent downloads from one image host")
 	fs.DurationVar(&cfg.AppendLinger, "append-linger", 20*time.Millisecond, "how long a job waits for more image outcomes before appending them (fewer, larger fsyncs)")
 	fs.IntVar(&cfg.JobSlots, "job-slots", 64, "jobs processed at once by this instance")
-	fs.IntVar(&cfg.ImageSlots, "image-slots", 1536, "images processed at once by this instance")
+	fs.IntVar(&cfg.ImageSlots, "image-slots", 1024, "images processed at once by this instance")
 	fs.IntVar(&cfg.StoreConcurrency, "store-concurrency", 64, "images processed at once per store of a job")
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", 5, "deliveries of a job before it is completed as failed")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight images may finish on shutdown")
