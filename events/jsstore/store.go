@@ -251,8 +251,11 @@ func (s *Store) LoadJob(ctx context.Context, id uint64) (*events.History, error)
 		return h, nil
 	}
 	h.LastSeq = last.Sequence
-	err = s.readRange(ctx, []string{events.JobFilter(id)}, 1, h.LastSeq, func(r events.Record) error {
-		h.Records = append(h.Records, r)
+	err = s.scan(ctx, []string{events.JobFilter(id)}, 1, h.LastSeq, func(m Message) error {
+		if m.Err != nil {
+			return fmt.Errorf("seq %d: %w", m.Seq, m.Err)
+		}
+		h.Records = append(h.Records, events.Record{Seq: m.Seq, Subject: m.Subject, MsgID: m.MsgID, Events: m.Batch.Events})
 		return nil
 	})
 	if err != nil {
@@ -271,54 +274,6 @@ func (s *Store) lastOfJob(ctx context.Context, id uint64) (*jetstream.RawStreamM
 		return nil, fmt.Errorf("last message of job %d: %w", id, err)
 	}
 	return m, nil
-}
-
-// readRange delivers the messages on filters with sequences in [from, to]
-// in order, through an ordered consumer.
-func (s *Store) readRange(ctx context.Context, filters []string, from, to uint64, fn func(events.Record) error) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if from > 1 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = from
-	}
-	cons, err := s.js.OrderedConsumer(ctx, s.cfg.Stream, cfg)
-	if err != nil {
-		return err
-	}
-	iter, err := cons.Messages()
-	if err != nil {
-		return err
-	}
-	defer iter.Stop()
-	stop := context.AfterFunc(ctx, iter.Stop)
-	defer stop()
-	for {
-		m, err := iter.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return err
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return err
-		}
-		seq := md.Sequence.Stream
-		if seq > to {
-			return nil
-		}
-		b, err := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding))
-		if err != nil {
-			return fmt.Errorf("seq %d: %w", seq, err)
-		}
-		if err := fn(events.Record{Seq: seq, Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader), Events: b.Events}); err != nil {
-			return err
-		}
-		if seq >= to || md.NumPending == 0 {
-			return nil
-		}
-	}
 }
 
 // Append stores evs atomically as one message on rp.job.<id>.<kind>,

@@ -134,34 +134,7 @@ func (s *Store) Follow(ctx context.Context, after uint64, apply func(seq uint64,
 		}
 	}
 	signal(after)
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if after > 0 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = after + 1
-	}
-	cons, err := s.js.OrderedConsumer(ctx, s.cfg.Stream, cfg)
-	if err != nil {
-		return fmt.Errorf("follow: %w", err)
-	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(2000))
-	if err != nil {
-		return fmt.Errorf("follow: %w", err)
-	}
-	defer iter.Stop()
-	stop := context.AfterFunc(ctx, iter.Stop)
-	defer stop()
-	for {
-		m, err := iter.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("follow: %w", err)
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			continue
-		}
+	err = s.consume(ctx, nil, after+1, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 		seq := md.Sequence.Stream
 		b, derr := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding))
 		apply(seq, m.Subject(), b, derr)
@@ -169,19 +142,19 @@ func (s *Store) Follow(ctx context.Context, after uint64, apply func(seq uint64,
 		if md.NumPending == 0 {
 			signal(target)
 		}
+		return false, nil
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("follow: %w", err)
 	}
+	return err
 }
-
-// JobID returns the job id.
-func (d *Delivery) JobID() uint64 { return d.ID }
-
-// Attempts returns the delivery count (1 on first delivery).
-func (d *Delivery) Attempts() int { return d.Attempt }
 
 // Message is one stored message as Scan delivers it.
 type Message struct {
 	Seq     uint64
 	Subject string
+	MsgID   string // Nats-Msg-Id
 	Time    time.Time
 	Batch   events.Batch
 	Err     error // the body could not be decoded
@@ -191,6 +164,11 @@ type Message struct {
 // up to the last message stored when Scan starts). fn returning an error
 // stops the scan with that error.
 func (s *Store) Scan(ctx context.Context, from, to uint64, fn func(Message) error) error {
+	return s.scan(ctx, nil, from, to, fn)
+}
+
+// scan is Scan restricted to filters (nil = every subject).
+func (s *Store) scan(ctx context.Context, filters []string, from, to uint64, fn func(Message) error) error {
 	if to == 0 {
 		info, err := s.Info(ctx)
 		if err != nil {
@@ -198,20 +176,44 @@ func (s *Store) Scan(ctx context.Context, from, to uint64, fn func(Message) erro
 		}
 		to = info.LastSeq
 	}
-	if from == 0 {
-		from = 1
-	}
+	from = max(from, 1)
 	if to < from {
 		return nil
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
-	cons, err := s.js.OrderedConsumer(ctx, s.cfg.Stream, cfg)
+	err := s.consume(ctx, filters, from, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		seq := md.Sequence.Stream
+		if seq > to {
+			return true, nil
+		}
+		b, derr := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding))
+		msg := Message{Seq: seq, Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader), Time: md.Timestamp, Batch: b, Err: derr}
+		if err := fn(msg); err != nil {
+			return true, err
+		}
+		return seq >= to || md.NumPending == 0, nil
+	})
 	if err != nil {
 		return fmt.Errorf("scan: %w", err)
 	}
+	return nil
+}
+
+// consume reads the stream from sequence from (filtered by filters, nil =
+// all) through an ordered consumer and hands each message to fn until fn
+// reports done or an error, or ctx ends (then it returns ctx.Err()).
+func (s *Store) consume(ctx context.Context, filters []string, from uint64, fn func(jetstream.Msg, *jetstream.MsgMetadata) (done bool, err error)) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = from
+	}
+	cons, err := s.js.OrderedConsumer(ctx, s.cfg.Stream, cfg)
+	if err != nil {
+		return err
+	}
 	iter, err := cons.Messages(jetstream.PullMaxMessages(2000))
 	if err != nil {
-		return fmt.Errorf("scan: %w", err)
+		return err
 	}
 	defer iter.Stop()
 	stop := context.AfterFunc(ctx, iter.Stop)
@@ -222,24 +224,23 @@ func (s *Store) Scan(ctx context.Context, from, to uint64, fn func(Message) erro
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("scan: %w", err)
+			return err
 		}
 		md, err := m.Metadata()
 		if err != nil {
-			return fmt.Errorf("scan: %w", err)
-		}
-		if md.Sequence.Stream > to {
-			return nil
-		}
-		b, derr := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding))
-		if err := fn(Message{Seq: md.Sequence.Stream, Subject: m.Subject(), Time: md.Timestamp, Batch: b, Err: derr}); err != nil {
 			return err
 		}
-		if md.Sequence.Stream >= to || md.NumPending == 0 {
-			return nil
+		if done, err := fn(m, md); done || err != nil {
+			return err
 		}
 	}
 }
+
+// JobID returns the job id.
+func (d *Delivery) JobID() uint64 { return d.ID }
+
+// Attempts returns the delivery count (1 on first delivery).
+func (d *Delivery) Attempts() int { return d.Attempt }
 
 // ReclaimJobs makes every delivered but unacknowledged job available again
 // at once, instead of after the ack wait. Only for a process that knows it
