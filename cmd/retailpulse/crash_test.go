@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/retailpulse/retailpulse/events"
+	"github.com/retailpulse/retailpulse/events/jsstore/jstest"
 )
 
 // TestCrash_KillNineAndRestart runs the real binary, SIGKILLs it at several
@@ -218,7 +219,7 @@ func crashBurst(t *testing.T, c *procChild, imgs *procImageServer) []*procJob {
 			}
 		}()
 	}
-	procPoll(t, 30*time.Second, func() error {
+	jstest.CheckFor(t, 30*time.Second, func() error {
 		if n := created.Load(); n < 6 {
 			return fmt.Errorf("%d jobs created, want 6", n)
 		}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/retailpulse/retailpulse/events"
+	"github.com/retailpulse/retailpulse/events/jsstore/jstest"
 )
 
 // Store ids of the sample store master used by these tests.
@@ -61,7 +62,7 @@ func startApp(t testing.TB, dataDir string, extra ...string) *testApp {
 	ta := &testApp{App: app, url: "http://" + app.Addr(), cancel: cancel, done: make(chan error, 1)}
 	go func() { ta.done <- app.Run(ctx) }()
 	t.Cleanup(ta.stop)
-	waitFor(t, time.Minute, func() error {
+	jstest.CheckFor(t, time.Minute, func() error {
 		if !app.Ready() {
 			return fmt.Errorf("not ready")
 		}
@@ -76,22 +77,6 @@ func (a *testApp) stop() {
 	if a.done != nil {
 		<-a.done
 		a.done = nil
-	}
-}
-
-// waitFor polls fn until it returns nil or total passes.
-func waitFor(t testing.TB, total time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", total, err)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -232,7 +217,7 @@ func (a *testApp) status(t testing.TB, id uint64) (int, statusBody) {
 func (a *testApp) waitDone(t testing.TB, id uint64) statusBody {
 	t.Helper()
 	var last statusBody
-	waitFor(t, 30*time.Second, func() error {
+	jstest.CheckFor(t, 30*time.Second, func() error {
 		code, s := a.status(t, id)
 		if code != http.StatusOK {
 			return fmt.Errorf("status %d", code)

@@ -35,6 +35,7 @@ import (
 
 	"github.com/retailpulse/retailpulse/events"
 	"github.com/retailpulse/retailpulse/events/jsstore"
+	"github.com/retailpulse/retailpulse/events/jsstore/jstest"
 )
 
 // procBuild builds this command into a temp dir and returns the binary.
@@ -58,23 +59,6 @@ func procBuild(t testing.TB) string {
 	}
 	t.Logf("built %s in %s", bin, time.Since(start).Round(time.Millisecond))
 	return bin
-}
-
-// procPoll calls fn until it returns nil, failing the test with fn's last
-// error when total has passed.
-func procPoll(t testing.TB, total time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", total, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // procBuffer collects a child's output; safe for concurrent use.
@@ -304,7 +288,7 @@ type procStatus struct {
 func (c *procChild) waitTerminal(t testing.TB, total time.Duration, ids []uint64) map[uint64]procStatus {
 	t.Helper()
 	got := map[uint64]procStatus{}
-	procPoll(t, total, func() error {
+	jstest.CheckFor(t, total, func() error {
 		for _, id := range ids {
 			if _, ok := got[id]; ok {
 				continue
@@ -352,7 +336,7 @@ func (c *procChild) metric(name string) (float64, error) {
 func (c *procChild) waitMetric(t testing.TB, total time.Duration, name string, min float64) float64 {
 	t.Helper()
 	var v float64
-	procPoll(t, total, func() error {
+	jstest.CheckFor(t, total, func() error {
 		var err error
 		if v, err = c.metric(name); err != nil {
 			return err

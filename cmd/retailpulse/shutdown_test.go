@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/retailpulse/retailpulse/events"
+	"github.com/retailpulse/retailpulse/events/jsstore/jstest"
 )
 
 // TestShutdown_SIGTERMFinishesInFlightAndResumes: on SIGTERM the service
@@ -106,7 +107,7 @@ func TestShutdown_SecondSignalExitsAtOnce(t *testing.T) {
 	first := procStart(t, bin, "first run", dir, "--gpu-pause", "2s", "--shutdown-timeout", "60s", "--ack-wait", ackWait.String())
 	job := procMakeJob(imgs.URL, "twice", 2, 25)
 	id := first.mustSubmit(t, job)
-	procPoll(t, 30*time.Second, func() error {
+	jstest.CheckFor(t, 30*time.Second, func() error {
 		if n := imgs.total(); n == 0 {
 			return fmt.Errorf("no image download started")
 		}
@@ -116,7 +117,7 @@ func TestShutdown_SecondSignalExitsAtOnce(t *testing.T) {
 	first.signal(t, syscall.SIGTERM)
 	// The graceful shutdown has begun (readiness is off) and is waiting for
 	// the images in flight.
-	procPoll(t, 10*time.Second, func() error {
+	jstest.CheckFor(t, 10*time.Second, func() error {
 		if first.exited() {
 			return fmt.Errorf("exited after one SIGTERM while images were in flight: %v", first.state)
 		}
@@ -209,7 +210,7 @@ func TestShutdown_DeadlineAbandonsStuckImages(t *testing.T) {
 	first := procStart(t, bin, "first run", dir, "--gpu-pause", "0", "--shutdown-timeout", shutdownTimeout.String(), "--ack-wait", ackWait.String())
 	job := procMakeJob(imgs.URL, "stuck", 2, 20)
 	id := first.mustSubmit(t, job)
-	procPoll(t, 30*time.Second, func() error {
+	jstest.CheckFor(t, 30*time.Second, func() error {
 		if n := imgs.total(); n < 8 {
 			return fmt.Errorf("%d downloads started, want 8", n)
 		}

@@ -1,4 +1,4 @@
-package jsstore
+package jsstore_test
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/retailpulse/retailpulse/events"
+	"github.com/retailpulse/retailpulse/events/jsstore"
+	"github.com/retailpulse/retailpulse/events/jsstore/jstest"
 )
 
 // benchJob is a submission of one visit with n images.
@@ -30,13 +32,13 @@ func benchOutcomes(from, n int) []events.Event {
 
 // benchAppender appends to one job, fenced, as its job actor does.
 type benchAppender struct {
-	s     *Store
+	s     *jsstore.Store
 	id    uint64
 	fence uint64
 	n     int
 }
 
-func newBenchAppender(b *testing.B, s *Store) *benchAppender {
+func newBenchAppender(b *testing.B, s *jsstore.Store) *benchAppender {
 	id, err := s.Submit(context.Background(), benchJob(1), "")
 	if err != nil {
 		b.Fatal(err)
@@ -61,7 +63,7 @@ func (a *benchAppender) append(b *testing.B, evs []events.Event) {
 func BenchmarkStore_Append(b *testing.B) {
 	for _, size := range []int{1, 100} {
 		b.Run(fmt.Sprintf("events=%d", size), func(b *testing.B) {
-			s := mustOpen(b, MustStartSingle(b), Config{})
+			s := jstest.Open(b, jstest.StartSingle(b), jsstore.Config{})
 			a := newBenchAppender(b, s)
 			evs := benchOutcomes(0, size)
 			b.ReportAllocs()
@@ -73,7 +75,7 @@ func BenchmarkStore_Append(b *testing.B) {
 	}
 	b.Run("events=1/jobs=20", func(b *testing.B) {
 		const jobs = 20
-		s := mustOpen(b, MustStartSingle(b), Config{})
+		s := jstest.Open(b, jstest.StartSingle(b), jsstore.Config{})
 		appenders := make([]*benchAppender, jobs)
 		for i := range appenders {
 			appenders[i] = newBenchAppender(b, s)
@@ -103,7 +105,7 @@ func BenchmarkStore_Append(b *testing.B) {
 func BenchmarkStore_Submit(b *testing.B) {
 	for _, images := range []int{1, 500, 100_000} {
 		b.Run(fmt.Sprintf("images=%d", images), func(b *testing.B) {
-			s := mustOpen(b, MustStartSingle(b), Config{})
+			s := jstest.Open(b, jstest.StartSingle(b), jsstore.Config{})
 			sub := benchJob(images)
 			b.ReportAllocs()
 			for b.Loop() {

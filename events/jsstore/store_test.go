@@ -1,140 +1,17 @@
-package jsstore
+package jsstore_test
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-
 	"github.com/retailpulse/retailpulse/events"
+	"github.com/retailpulse/retailpulse/events/jsstore"
+	"github.com/retailpulse/retailpulse/events/jsstore/jstest"
 )
-
-// checkFor polls fn until it returns nil or total passes.
-func checkFor(t testing.TB, total time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", total, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// MustStartSingle starts an embedded single node (no listener) and returns a
-// connection to it.
-func MustStartSingle(t testing.TB) *nats.Conn {
-	t.Helper()
-	s, err := StartServer(ServerConfig{Name: "single", StoreDir: t.TempDir(), SyncAlways: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := ConnectInProcess(s, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
-
-// MustStartCluster starts a 3-node cluster on loopback and returns the
-// servers and a connection to all of them.
-func MustStartCluster(t testing.TB) ([]*server.Server, *nats.Conn) {
-	t.Helper()
-	// Every node needs its routes up front (JetStream refuses a cluster
-	// without them), so reserve the three cluster ports first.
-	var routes []*url.URL
-	var ports []int
-	for range 3 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-		l.Close()
-		u, _ := url.Parse(fmt.Sprintf("nats-route://127.0.0.1:%d", ports[len(ports)-1]))
-		routes = append(routes, u)
-	}
-	servers := make([]*server.Server, 3)
-	errs := make(chan error, 3)
-	for i := range 3 {
-		go func() {
-			s, err := StartServer(ServerConfig{
-				Name: fmt.Sprintf("n%d", i+1), StoreDir: t.TempDir(), SyncAlways: true,
-				Listen: true, Port: -1, ClusterName: "rp-test", ClusterPort: ports[i], Routes: routes,
-			})
-			servers[i] = s
-			errs <- err
-		}()
-	}
-	for range 3 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, s := range servers {
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	}
-	checkFor(t, 20*time.Second, func() error {
-		for _, s := range servers {
-			if s.NumRoutes() < 2 {
-				return fmt.Errorf("%s has %d routes", s.Name(), s.NumRoutes())
-			}
-			if !s.JetStreamIsClustered() || s.JetStreamIsCurrent() == false {
-				return fmt.Errorf("%s: jetstream not current", s.Name())
-			}
-		}
-		return nil
-	})
-	var urls []string
-	for _, s := range servers {
-		urls = append(urls, s.ClientURL())
-	}
-	nc, err := nats.Connect(strings.Join(urls, ","))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return servers, nc
-}
-
-// backends runs the contract suite against every kind of deployment.
-var backends = []struct {
-	name string
-	open func(t testing.TB, cfg Config) *Store
-}{
-	{"single", func(t testing.TB, cfg Config) *Store {
-		return mustOpen(t, MustStartSingle(t), cfg)
-	}},
-	{"cluster", func(t testing.TB, cfg Config) *Store {
-		_, nc := MustStartCluster(t)
-		cfg.Replicas = 3
-		return mustOpen(t, nc, cfg)
-	}},
-}
-
-func mustOpen(t testing.TB, nc *nats.Conn, cfg Config) *Store {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := Open(ctx, nc, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 func sampleJob(images ...string) *events.JobSubmitted {
 	return &events.JobSubmitted{Count: 1, Visits: []events.Visit{{StoreID: "S1", ImageURLs: images, VisitTime: "t"}}}
@@ -148,9 +25,9 @@ func TestStore_Contract(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts NATS clusters")
 	}
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			s := b.open(t, Config{})
+	for _, b := range jstest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			s := b.Open(t, jsstore.Config{})
 			ctx := context.Background()
 
 			t.Run("submit returns the sequence as job id, idempotently by key", func(t *testing.T) {
@@ -222,11 +99,11 @@ func TestStore_Contract(t *testing.T) {
 
 			t.Run("projection follows and reads its writes", func(t *testing.T) {
 				model := events.NewReadModel()
-				p := NewProjection(s, model, nil, nil)
+				p := jsstore.NewProjection(s, model, nil, nil)
 				pctx, cancel := context.WithCancel(ctx)
 				defer cancel()
 				go p.Run(pctx)
-				checkFor(t, 10*time.Second, func() error {
+				jstest.CheckFor(t, 10*time.Second, func() error {
 					if !p.CaughtUp() {
 						return errors.New("not caught up")
 					}
@@ -272,7 +149,7 @@ func TestStore_Contract(t *testing.T) {
 }
 
 func TestStore_FullStreamRefusesWithErrStorageFull(t *testing.T) {
-	s := mustOpen(t, MustStartSingle(t), Config{MaxBytes: 1 << 20})
+	s := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{MaxBytes: 1 << 20})
 	ctx := context.Background()
 	long := strings.Repeat("x", 60<<10)
 	var err error
@@ -285,9 +162,9 @@ func TestStore_FullStreamRefusesWithErrStorageFull(t *testing.T) {
 }
 
 func TestAdmission_RefusesNearFullAndWhenQueueIsLong(t *testing.T) {
-	s := mustOpen(t, MustStartSingle(t), Config{MaxBytes: 1 << 20})
+	s := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{MaxBytes: 1 << 20})
 	ctx := context.Background()
-	a := NewAdmission(s, 3)
+	a := jsstore.NewAdmission(s, 3)
 	if err := a.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -317,23 +194,23 @@ func TestAdmission_RefusesNearFullAndWhenQueueIsLong(t *testing.T) {
 }
 
 func TestSnapshots_SaveLoadAndRefuseForeignStream(t *testing.T) {
-	nc := MustStartSingle(t)
-	s := mustOpen(t, nc, Config{})
+	nc := jstest.StartSingle(t)
+	s := jstest.Open(t, nc, jsstore.Config{})
 	ctx := context.Background()
 	sn, err := s.Snapshots(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sn.Load(ctx); !errors.Is(err, ErrNoSnapshot) {
+	if _, err := sn.Load(ctx); !errors.Is(err, jsstore.ErrNoSnapshot) {
 		t.Fatalf("empty bucket: %v", err)
 	}
 	id, _ := s.Submit(ctx, sampleJob("a", "b"), "")
 	model := events.NewReadModel()
-	p := NewProjection(s, model, nil, nil)
+	p := jsstore.NewProjection(s, model, nil, nil)
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go p.Run(pctx)
-	checkFor(t, 10*time.Second, func() error {
+	jstest.CheckFor(t, 10*time.Second, func() error {
 		if model.LastSeq() < id {
 			return errors.New("projection behind")
 		}
@@ -357,7 +234,7 @@ func TestSnapshots_SaveLoadAndRefuseForeignStream(t *testing.T) {
 	if err := js.DeleteStream(ctx, s.StreamName()); err != nil {
 		t.Fatal(err)
 	}
-	s2 := mustOpen(t, nc, Config{})
+	s2 := jstest.Open(t, nc, jsstore.Config{})
 	sn2, _ := s2.Snapshots(ctx)
 	if _, err := sn2.Load(ctx); err == nil || !strings.Contains(err.Error(), "created") {
 		t.Fatalf("snapshot of a deleted stream: %v", err)
@@ -365,7 +242,7 @@ func TestSnapshots_SaveLoadAndRefuseForeignStream(t *testing.T) {
 }
 
 func TestStore_ReclaimJobsRedeliversAtOnce(t *testing.T) {
-	s := mustOpen(t, MustStartSingle(t), Config{AckWait: time.Hour})
+	s := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{AckWait: time.Hour})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	id, _ := s.Submit(ctx, sampleJob("a"), "")
