@@ -259,3 +259,23 @@ func TestStore_ReclaimJobsRedeliversAtOnce(t *testing.T) {
 		t.Fatalf("after reclaim: %v", err)
 	}
 }
+
+// The largest job the API accepts (100,000 images, a 10 MiB body) is
+// stored atomically as one message and read back whole.
+func TestStore_LargestJobIsStoredWhole(t *testing.T) {
+	s := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{})
+	ctx := context.Background()
+	var urls []string
+	for i := range 100_000 {
+		urls = append(urls, fmt.Sprintf("https://images.example.com/retail/2026/11/23/store-visits/%08d-%s.jpg", i, strings.Repeat("x", 12)))
+	}
+	sub := &events.JobSubmitted{Count: 1, Visits: []events.Visit{{StoreID: "S1", ImageURLs: urls, VisitTime: "t"}}}
+	id, err := s.Submit(ctx, sub, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Submission(ctx, id)
+	if err != nil || got.Images() != 100_000 || got.Visits[0].ImageURLs[99_999] != urls[99_999] {
+		t.Fatalf("read back: %v", err)
+	}
+}
