@@ -51,7 +51,6 @@ func (m *ReadModel) Apply(seq uint64, subject string, b Batch) (ApplyResult, err
 	}
 	defer m.advance(seq)
 
-	var st *JobState
 	if subject == SubjectSubmitted {
 		sub, ok := b.Events[0].(*JobSubmitted)
 		if !ok || len(b.Events) != 1 {
@@ -66,7 +65,8 @@ func (m *ReadModel) Apply(seq uint64, subject string, b Batch) (ApplyResult, err
 	if !ok {
 		return res, fmt.Errorf("seq %d: unexpected subject %q", seq, subject)
 	}
-	if st = m.jobs[id]; st == nil {
+	st := m.jobs[id]
+	if st == nil {
 		m.orphans += uint64(len(b.Events))
 		return res, fmt.Errorf("seq %d: events for job %d, which was never submitted", seq, id)
 	}
@@ -134,13 +134,6 @@ func (m *ReadModel) LastSeq() uint64 {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return m.lastSeq
-}
-
-// Stats returns counters since creation.
-func (m *ReadModel) Stats() (applied, duplicates, orphans uint64) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.applied, m.duplicates, m.orphans
 }
 
 // WaitFor blocks until the model has applied sequence seq or ctx ends.
