@@ -29,23 +29,33 @@ func guard(name string, fn func() error) (err error) {
 // JobLog is the event log as the engine needs it. Implementations are safe
 // for concurrent use.
 type JobLog interface {
-	// LoadJob returns a job's submission and every message on its subjects.
-	// events.ErrJobNotFound if there is no such job.
-	LoadJob(ctx context.Context, id uint64) (*events.History, error)
+	// History returns every message on a job's subjects, given its
+	// submission, as of the log's leader (never a replica that is behind).
+	History(ctx context.Context, id uint64, sub *events.JobSubmitted) (*events.History, error)
 	// Append stores evs atomically, fenced on the job's last message being at
 	// fence; msgID identifies this append (the same on retries). It returns
-	// events.ErrFenced when another owner wrote to the job, and
-	// events.ErrStorageFull when the log has no room.
+	// the new message's sequence; events.ErrFenced when another owner wrote
+	// to the job, events.ErrStorageFull when the log has no room, and an
+	// error wrapping events.ErrUnavailable when the log could not be reached
+	// before ctx's deadline.
 	Append(ctx context.Context, id uint64, kind string, fence uint64, msgID string, evs ...events.Event) (uint64, error)
+	// FenceHolds reports whether the job's last message is still at fence.
+	FenceHolds(ctx context.Context, id, fence uint64) (bool, error)
 }
 
-// Delivery is a job handed to this instance; see Queue.
+// Delivery is a job handed to this instance; see Queue. Ack, Release and
+// Term return nil only once the queue confirmed them; they retry until ctx
+// ends.
 type Delivery interface {
 	JobID() uint64
-	Attempts() int                     // 1 on first delivery
-	InProgress() error                 // keep the delivery alive
-	Ack(ctx context.Context) error     // done for good; confirmed by the server
-	Release(delay time.Duration) error // hand back for redelivery
+	Attempts() int // 1 on first delivery
+	// Submission returns the job's submission; events.ErrJobNotFound means
+	// the delivery is proven to name no runnable job.
+	Submission(ctx context.Context) (*events.JobSubmitted, error)
+	InProgress() error                                      // keep the delivery alive
+	Ack(ctx context.Context) error                          // done for good
+	Release(ctx context.Context, delay time.Duration) error // hand back for redelivery after delay
+	Term(ctx context.Context) error                         // drop a delivery that names no job
 }
 
 // Queue hands out jobs one at a time. NextJob blocks until a job is

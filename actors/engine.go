@@ -159,8 +159,8 @@ loop:
 			a := newJobActor(e, d)
 			if err := guard(fmt.Sprintf("job %d", d.JobID()), func() error { return a.Run(hard, ctx.Done()) }); err != nil {
 				log.Error("job actor", "job_id", d.JobID(), "err", err)
-				if rerr := d.Release(5 * time.Second); rerr != nil {
-					log.Warn("release job", "job_id", d.JobID(), "err", rerr)
+				if !a.settledDelivery { // a panic: the actor did not hand its job back
+					_ = a.confirm(hard, func(ctx context.Context) error { return d.Release(ctx, retryDelay) })
 				}
 			}
 		}()

@@ -33,14 +33,16 @@ func (l *benchMemLog) submit(sub *events.JobSubmitted) uint64 {
 	return l.seq
 }
 
-func (l *benchMemLog) LoadJob(_ context.Context, id uint64) (*events.History, error) {
+func (l *benchMemLog) History(_ context.Context, id uint64, sub *events.JobSubmitted) (*events.History, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	sub, ok := l.subs[id]
-	if !ok {
-		return nil, events.ErrJobNotFound
-	}
 	return &events.History{ID: id, Submitted: sub, LastSeq: l.last[id]}, nil
+}
+
+func (l *benchMemLog) FenceHolds(_ context.Context, id, fence uint64) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last[id] == fence, nil
 }
 
 func (l *benchMemLog) Append(_ context.Context, id uint64, _ string, fence uint64, _ string, _ ...events.Event) (uint64, error) {
@@ -67,13 +69,25 @@ func (d benchDelivery) Ack(ctx context.Context) error {
 }
 
 // benchMemDelivery is a delivery of the in-memory queue.
-type benchMemDelivery struct{ id uint64 }
+type benchMemDelivery struct {
+	id  uint64
+	log *benchMemLog
+}
 
-func (d benchMemDelivery) JobID() uint64               { return d.id }
-func (d benchMemDelivery) Attempts() int               { return 1 }
-func (d benchMemDelivery) InProgress() error           { return nil }
-func (d benchMemDelivery) Ack(context.Context) error   { return nil }
-func (d benchMemDelivery) Release(time.Duration) error { return nil }
+func (d benchMemDelivery) JobID() uint64                                { return d.id }
+func (d benchMemDelivery) Attempts() int                                { return 1 }
+func (d benchMemDelivery) InProgress() error                            { return nil }
+func (d benchMemDelivery) Ack(context.Context) error                    { return nil }
+func (d benchMemDelivery) Release(context.Context, time.Duration) error { return nil }
+func (d benchMemDelivery) Term(context.Context) error                   { return nil }
+func (d benchMemDelivery) Submission(context.Context) (*events.JobSubmitted, error) {
+	d.log.mu.Lock()
+	defer d.log.mu.Unlock()
+	if sub, ok := d.log.subs[d.id]; ok {
+		return sub, nil
+	}
+	return nil, events.ErrJobNotFound
+}
 
 // benchQueue hands out jobs from next, wrapping each so its ack is seen.
 type benchQueue struct {
@@ -131,7 +145,7 @@ func BenchmarkEngine_Job(b *testing.B) {
 		q := benchQueue{done: make(chan struct{}, 1), next: func(ctx context.Context) (actors.Delivery, error) {
 			select {
 			case id := <-jobs:
-				return benchMemDelivery{id}, nil
+				return benchMemDelivery{id: id, log: log}, nil
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}

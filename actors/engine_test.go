@@ -243,3 +243,147 @@ func TestEngine_LingerGathersOutcomes(t *testing.T) {
 		t.Fatalf("200 images in %d messages", images)
 	}
 }
+
+// recordingQueue wraps a queue's deliveries to count how each ended.
+type recordingQueue struct {
+	actors.Queue
+	mu       sync.Mutex
+	releases int
+	acks     int
+	terms    int
+}
+
+type recordingDelivery struct {
+	actors.Delivery
+	q *recordingQueue
+}
+
+func (q *recordingQueue) NextJob(ctx context.Context) (actors.Delivery, error) {
+	d, err := q.Queue.NextJob(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return recordingDelivery{d, q}, nil
+}
+
+func (q *recordingQueue) counts() (releases, acks, terms int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.releases, q.acks, q.terms
+}
+
+func (d recordingDelivery) Release(ctx context.Context, delay time.Duration) error {
+	d.q.mu.Lock()
+	d.q.releases++
+	d.q.mu.Unlock()
+	return d.Delivery.Release(ctx, delay)
+}
+
+func (d recordingDelivery) Ack(ctx context.Context) error {
+	d.q.mu.Lock()
+	d.q.acks++
+	d.q.mu.Unlock()
+	return d.Delivery.Ack(ctx)
+}
+
+func (d recordingDelivery) Term(ctx context.Context) error {
+	d.q.mu.Lock()
+	d.q.terms++
+	d.q.mu.Unlock()
+	return d.Delivery.Term(ctx)
+}
+
+// A stale owner that stops after its job moved to another owner hands
+// nothing back: its release would redeliver the job its successor runs.
+func TestEngine_StaleOwnerDoesNotHandBack(t *testing.T) {
+	store := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{AckWait: time.Second})
+	imgA := newGatedImages(t, "owner-a")
+	imgB := newGatedImages(t, "owner-b")
+	var urls []string
+	for i := range 4 {
+		urls = append(urls, fmt.Sprintf("%s/%d.png", imgA.URL, i))
+	}
+	// Owner A takes the job and stalls (no heartbeats, downloads held).
+	qa := &recordingQueue{Queue: queue{store}}
+	f := imagefetch.New(imagefetch.Config{AllowPrivateNetworks: true, UserAgent: "owner-a", TotalTimeout: time.Minute})
+	defer f.Close()
+	engA, err := actors.NewEngine(actors.Config{
+		Log: store, Queue: qa, Fetcher: f, Reason: imagefetch.Reason, KnownStore: func(string) bool { return true },
+		Owner: "owner-a", Heartbeat: time.Hour, JobSlots: 1, DrainTimeout: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctxA, stopA := context.WithCancel(context.Background())
+	doneA := make(chan struct{})
+	go func() { defer close(doneA); engA.Run(ctxA) }()
+	defer func() { stopA(); <-doneA }()
+	id := submit(t, store, urls...)
+	<-imgA.blocked
+	// The ack wait runs out; B takes the job and starts it (its downloads
+	// from the same host are not held, but it waits on its own gate first).
+	_ = imgB
+	startEngine(t, store, "owner-b", func(c *actors.Config) {
+		c.Pause = func(ctx context.Context) error {
+			select {
+			case <-imgB.gate:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	})
+	jstest.CheckFor(t, 20*time.Second, func() error {
+		if st, _, _ := fold(t, store, id); st.Attempts < 2 {
+			return errors.New("owner B has not started the job")
+		}
+		return nil
+	})
+	// A stops: its held downloads are abandoned at the drain deadline, so it
+	// would hand the job back, but its fence is gone.
+	stopA()
+	<-doneA
+	if rel, acks, _ := qa.counts(); rel != 0 || acks != 0 {
+		t.Fatalf("stale owner A released %d and acked %d deliveries", rel, acks)
+	}
+	imgB.release()
+	waitCompleted(t, store, id)
+	st, _, completions := fold(t, store, id)
+	if st.Attempts != 2 || completions != 1 || st.Processed != 4 {
+		t.Fatalf("attempts %d completions %d processed %d: the job was delivered again", st.Attempts, completions, st.Processed)
+	}
+}
+
+// flakyLog fails History with an unavailable log a number of times.
+type flakyLog struct {
+	actors.JobLog
+	mu    sync.Mutex
+	fails int
+}
+
+func (l *flakyLog) History(ctx context.Context, id uint64, sub *events.JobSubmitted) (*events.History, error) {
+	l.mu.Lock()
+	fail := l.fails > 0
+	l.fails--
+	l.mu.Unlock()
+	if fail {
+		return nil, fmt.Errorf("load job %d: %w", id, events.ErrUnavailable)
+	}
+	return l.JobLog.History(ctx, id, sub)
+}
+
+// A delivery whose job cannot be loaded is never acked: it is handed back
+// with a delay and runs once the log answers again.
+func TestEngine_UnloadableDeliveryIsHandedBackNotAcked(t *testing.T) {
+	store := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{AckWait: time.Hour})
+	img := newGatedImages(t, "nobody")
+	q := &recordingQueue{Queue: queue{store}}
+	log := &flakyLog{JobLog: store, fails: 1}
+	startEngine(t, store, "owner", func(c *actors.Config) { c.Log = log; c.Queue = q })
+	id := submit(t, store, img.URL+"/1.png")
+	waitCompleted(t, store, id)
+	rel, acks, terms := q.counts()
+	if rel != 1 || acks != 1 || terms != 0 {
+		t.Fatalf("releases %d acks %d terms %d; want the failed load released once, then one ack", rel, acks, terms)
+	}
+}

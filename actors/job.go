@@ -49,55 +49,100 @@ type jobActor struct {
 	sub     *events.JobSubmitted
 	fence   uint64
 	mailbox chan jobMsg
+	// settledDelivery: the delivery was acked, released or terminated, or
+	// must not be touched (the fence was lost). Read by the engine after Run.
+	settledDelivery bool
 }
 
 func newJobActor(e *Engine, d Delivery) *jobActor {
 	return &jobActor{e: e, d: d, id: d.JobID(), token: nuid.Next(), mailbox: make(chan jobMsg, e.cfg.MailboxSize)}
 }
 
+// loadTimeout bounds loading a job's history, retries included.
+const loadTimeout = 30 * time.Second
+
+// startTries bounds how often an owner reloads the job when its first
+// (JobStarted) append finds the job moved since it was read.
+const startTries = 3
+
 // Run owns the job until it completes (then acks the delivery), the owner
-// loses the fence (returns without ack or write), or stopping closes (lets
-// in-flight images finish, appends them, releases the delivery). hard ends
-// all work at once: downloads are cancelled and what finished is appended.
+// loses the fence (returns without ack, write or hand-back), or stopping
+// closes (lets in-flight images finish, appends them, releases the
+// delivery). hard ends all work at once: downloads are cancelled and what
+// finished is appended. A delivery that cannot be loaded is never acked:
+// it is handed back with a delay; only one proven to name no job is
+// terminated.
 func (a *jobActor) Run(hard context.Context, stopping <-chan struct{}) error {
 	cfg := &a.e.cfg
 	log := cfg.Logger.With("job_id", a.id)
-	h, err := cfg.Log.LoadJob(hard, a.id)
-	if errors.Is(err, events.ErrJobNotFound) {
-		log.Error("delivery names no job; dropping it")
-		return a.d.Ack(hard)
+	if err := a.load(hard); err != nil {
+		if errors.Is(err, events.ErrJobNotFound) {
+			log.Error("delivery names no runnable job; removing it from the queue", "err", err)
+			a.settledDelivery = true
+			return a.confirm(hard, a.d.Term)
+		}
+		return a.handBack(hard, retryDelay, fmt.Errorf("load: %w", err))
 	}
+	for try := 1; ; try++ {
+		if a.st.Completed {
+			log.Info("job already completed; acking", "status", a.st.Status)
+			a.settledDelivery = true
+			return a.confirm(hard, a.d.Ack)
+		}
+		// Only deliveries that recorded nothing count against MaxAttempts: a
+		// job handed back gracefully, or one crashing its owners while still
+		// making progress, is never abandoned for it.
+		if a.st.Stalled >= cfg.MaxAttempts {
+			return a.abandon(hard, a.st.Stalled)
+		}
+		err := a.append(hard, events.KindStarted, &events.JobStarted{Attempt: a.d.Attempts(), Owner: cfg.Owner, At: time.Now().UTC()})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, events.ErrFenced) || try == startTries {
+			return a.lost(hard, err)
+		}
+		// The job moved after we read it: a previous owner that has not
+		// noticed its redelivery yet. Read again and take over; its next
+		// append fails.
+		log.Info("job moved since it was read; reloading", "try", try)
+		if err := a.load(hard); err != nil {
+			return a.handBack(hard, retryDelay, fmt.Errorf("reload: %w", err))
+		}
+	}
+	cfg.Observer.JobActive(1)
+	defer cfg.Observer.JobActive(-1)
+	log.Info("job started", "attempt", a.d.Attempts(), "images", a.st.Images, "unsettled", a.st.Unsettled())
+	return a.process(hard, stopping)
+}
+
+// retryDelay is how long a job handed back after a failure waits before it
+// is delivered again.
+const retryDelay = 5 * time.Second
+
+// load reads the job's submission and history and folds them.
+func (a *jobActor) load(hard context.Context) error {
+	ctx, cancel := context.WithTimeout(hard, loadTimeout)
+	defer cancel()
+	sub, err := a.d.Submission(ctx)
 	if err != nil {
-		return fmt.Errorf("load: %w", err)
+		return err
 	}
-	a.sub = h.Submitted
-	a.st = events.NewJobState(a.id, h.Submitted)
+	h, err := a.e.cfg.Log.History(ctx, a.id, sub)
+	if err != nil {
+		return err
+	}
+	a.sub = sub
+	a.st = events.NewJobState(a.id, sub)
 	for _, r := range h.Records {
 		for _, ev := range r.Events {
 			if _, err := a.st.Apply(ev); err != nil {
-				log.Error("ignoring event", "seq", r.Seq, "err", err)
+				a.e.cfg.Logger.Error("ignoring event", "job_id", a.id, "seq", r.Seq, "err", err)
 			}
 		}
 	}
 	a.fence = h.LastSeq
-	if a.st.Completed {
-		log.Info("job already completed; acking", "status", a.st.Status)
-		return a.d.Ack(hard)
-	}
-	// Only deliveries that recorded nothing count against MaxAttempts: a
-	// job handed back gracefully, or one crashing its owners while still
-	// making progress, is never abandoned for it.
-	attempt := a.d.Attempts()
-	if a.st.Stalled >= cfg.MaxAttempts {
-		return a.abandon(hard, a.st.Stalled)
-	}
-	if err := a.append(hard, events.KindStarted, &events.JobStarted{Attempt: attempt, Owner: cfg.Owner, At: time.Now().UTC()}); err != nil {
-		return a.lost(err)
-	}
-	cfg.Observer.JobActive(1)
-	defer cfg.Observer.JobActive(-1)
-	log.Info("job started", "attempt", attempt, "images", a.st.Images, "unsettled", a.st.Unsettled())
-	return a.process(hard, stopping)
+	return nil
 }
 
 func (a *jobActor) process(hard context.Context, stopping <-chan struct{}) error {
@@ -154,7 +199,7 @@ func (a *jobActor) process(hard context.Context, stopping <-chan struct{}) error
 			n := min(len(pending), cfg.MaxBatch)
 			if err := a.append(hard, events.KindImages, pending[:n]...); err != nil {
 				drain()
-				return a.lost(err)
+				return a.lost(hard, err)
 			}
 			pending = pending[n:]
 		}
@@ -173,7 +218,7 @@ func (a *jobActor) process(hard context.Context, stopping <-chan struct{}) error
 			default:
 			}
 			log.Info("job handed back", "unsettled", a.st.Unsettled())
-			return a.d.Release(delay)
+			return a.handBack(hard, delay, nil)
 		}
 		select {
 		case m := <-a.mailbox:
@@ -243,7 +288,8 @@ func (a *jobActor) receive(m jobMsg, pending []events.Event, running *int, log *
 // append stores evs fenced on the job's last message and folds them into
 // the local state. Appends run detached from ctx cancellation (bounded by
 // their own timeout) so work that finished is recorded during shutdown; a
-// full log is retried until space returns or hard ends.
+// full or unavailable log is retried, keeping the delivery alive, until
+// the write lands or hard ends.
 func (a *jobActor) append(hard context.Context, kind string, evs ...events.Event) error {
 	cfg := &a.e.cfg
 	msgID := a.token + "/" + strconv.FormatUint(a.fence, 10)
@@ -261,10 +307,11 @@ func (a *jobActor) append(hard context.Context, kind string, evs ...events.Event
 			}
 			return nil
 		}
-		if !errors.Is(err, events.ErrStorageFull) || hard.Err() != nil {
+		retryable := errors.Is(err, events.ErrStorageFull) || errors.Is(err, events.ErrUnavailable)
+		if !retryable || hard.Err() != nil {
 			return err
 		}
-		cfg.Logger.Warn("event log full; waiting for space", "job_id", a.id)
+		cfg.Logger.Warn("event log cannot take the write; retrying", "job_id", a.id, "err", err)
 		select {
 		case <-hard.Done():
 			return err
@@ -275,25 +322,58 @@ func (a *jobActor) append(hard context.Context, kind string, evs ...events.Event
 	}
 }
 
-// lost handles a failed append: a fenced owner stops without ack or write;
-// anything else hands the job back.
-func (a *jobActor) lost(err error) error {
+// lost handles a failed append: a fenced owner stops without ack, write or
+// hand-back (the job belongs to another owner now); anything else hands
+// the job back.
+func (a *jobActor) lost(hard context.Context, err error) error {
 	if errors.Is(err, events.ErrFenced) {
+		a.settledDelivery = true
 		a.e.cfg.Logger.Warn("job taken over by another owner; stopping", "job_id", a.id)
 		return nil
 	}
-	return err
+	return a.handBack(hard, retryDelay, err)
+}
+
+// handBack releases the delivery for redelivery after delay, and returns
+// cause. An owner whose fence no longer holds hands nothing back: its
+// delivery may have been superseded, and a release would redeliver the job
+// its successor is running.
+func (a *jobActor) handBack(hard context.Context, delay time.Duration, cause error) error {
+	a.settledDelivery = true
+	log := a.e.cfg.Logger.With("job_id", a.id)
+	if a.st != nil {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(hard), 10*time.Second)
+		holds, err := a.e.cfg.Log.FenceHolds(ctx, a.id, a.fence)
+		cancel()
+		if err == nil && !holds {
+			log.Warn("job moved on under another owner; not handing it back")
+			return cause
+		}
+	}
+	if err := a.confirm(hard, func(ctx context.Context) error { return a.d.Release(ctx, delay) }); err != nil {
+		log.Warn("hand-back not confirmed; the job returns after the ack wait", "err", err)
+	}
+	return cause
+}
+
+// confirm runs an acknowledgement of the delivery (ack, release, term)
+// detached from cancellation, bounded in time.
+func (a *jobActor) confirm(hard context.Context, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(hard), 15*time.Second)
+	defer cancel()
+	return fn(ctx)
 }
 
 func (a *jobActor) complete(hard context.Context) error {
 	status, errs := a.st.Outcome()
 	ev := &events.JobCompleted{Status: status, Errors: errs, Processed: a.st.Processed, Failed: a.st.Failed, At: time.Now().UTC()}
 	if err := a.append(hard, events.KindCompleted, ev); err != nil {
-		return a.lost(err)
+		return a.lost(hard, err)
 	}
 	a.e.cfg.Observer.JobFinished(string(status))
 	a.e.cfg.Logger.Info("job completed", "job_id", a.id, "status", status, "processed", a.st.Processed, "failed", a.st.Failed)
-	return a.ackDetached(hard)
+	a.settledDelivery = true
+	return a.confirm(hard, a.d.Ack)
 }
 
 // abandon completes a job whose last `stalled` owners all stopped without
@@ -315,15 +395,10 @@ func (a *jobActor) abandon(hard context.Context, stalled int) error {
 	}
 	ev := &events.JobCompleted{Status: events.StatusFailed, Errors: errs, Processed: a.st.Processed, Failed: a.st.Failed, At: time.Now().UTC()}
 	if err := a.append(hard, events.KindCompleted, ev); err != nil {
-		return a.lost(err)
+		return a.lost(hard, err)
 	}
 	a.e.cfg.Observer.JobFinished(string(events.StatusFailed))
 	a.e.cfg.Logger.Error("job abandoned", "job_id", a.id, "stalled_attempts", stalled)
-	return a.ackDetached(hard)
-}
-
-func (a *jobActor) ackDetached(hard context.Context) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(hard), 10*time.Second)
-	defer cancel()
-	return a.d.Ack(ctx)
+	a.settledDelivery = true
+	return a.confirm(hard, a.d.Ack)
 }

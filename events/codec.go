@@ -126,6 +126,8 @@ func newEvent(t Type) (Event, error) {
 		return &ImageProcessed{}, nil
 	case TypeImageFailed:
 		return &ImageFailed{}, nil
+	case TypeJobRequeued:
+		return &JobRequeued{}, nil
 	case TypeJobCompleted:
 		return &JobCompleted{}, nil
 	}

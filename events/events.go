@@ -26,6 +26,7 @@ const (
 	TypeImageProcessed Type = "image_processed"
 	TypeImageFailed    Type = "image_failed"
 	TypeJobCompleted   Type = "job_completed"
+	TypeJobRequeued    Type = "job_requeued"
 )
 
 // Event is one fact in the log. It is sealed: only the types of this package
@@ -115,17 +116,28 @@ type JobCompleted struct {
 	At        time.Time    `json:"at"`
 }
 
+// JobRequeued records that an operator put an unfinished job back on the
+// work queue (retailpulse requeue). Its message, on rp.job.<id>.requeued,
+// is itself what the work consumer delivers; the fold ignores it.
+type JobRequeued struct {
+	By     string    `json:"by"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+}
+
 func (*JobSubmitted) EventType() Type   { return TypeJobSubmitted }
 func (*JobStarted) EventType() Type     { return TypeJobStarted }
 func (*ImageProcessed) EventType() Type { return TypeImageProcessed }
 func (*ImageFailed) EventType() Type    { return TypeImageFailed }
 func (*JobCompleted) EventType() Type   { return TypeJobCompleted }
+func (*JobRequeued) EventType() Type    { return TypeJobRequeued }
 
 func (*JobSubmitted) sealed()   {}
 func (*JobStarted) sealed()     {}
 func (*ImageProcessed) sealed() {}
 func (*ImageFailed) sealed()    {}
 func (*JobCompleted) sealed()   {}
+func (*JobRequeued) sealed()    {}
 
 // StoreErrorText is the error shown for a store in a failed job's status:
 // the reason alone for an unknown store, else "image <url>: <reason>".
@@ -166,6 +178,10 @@ var (
 	ErrStorageFull = errors.New("event log full")
 	// ErrFenced: an append lost its fence: another owner wrote to the job.
 	ErrFenced = errors.New("job fenced by another owner")
+	// ErrUnavailable: the event log cannot be reached or has no quorum now;
+	// retry later. Nothing was stored (or, for a write whose answer was
+	// lost, a retry with the same identity resolves it).
+	ErrUnavailable = errors.New("event log unavailable")
 )
 
 // Subjects. Broad to narrow, lower case; a few per job, never one per image.
@@ -181,7 +197,12 @@ const (
 	KindStarted   = "started"
 	KindImages    = "images"
 	KindCompleted = "completed"
+	KindRequeued  = "requeued"
 )
+
+// SubjectRequeued matches every job's requeue subject; the work consumer
+// takes these besides submissions.
+const SubjectRequeued = "rp.job.*." + KindRequeued
 
 // StreamSubjects are the subjects the event stream stores.
 var StreamSubjects = []string{SubjectSubmitted, SubjectAllJobs}

@@ -82,7 +82,7 @@ func (s *JobState) Apply(ev Event) (bool, error) {
 		return false, nil
 	}
 	switch e := ev.(type) {
-	case *JobSubmitted:
+	case *JobSubmitted, *JobRequeued:
 		return false, nil
 	case *JobStarted:
 		s.Attempts++

@@ -54,6 +54,9 @@ func (h *handler) submit(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, events.ErrJobTooLarge):
 		writeError(w, http.StatusRequestEntityTooLarge, "job too large to store: "+err.Error())
 		return
+	case errors.Is(err, events.ErrUnavailable):
+		h.unavailable(w, r, err, logUnavailable)
+		return
 	case isContextError(err):
 		h.unavailable(w, r, err, "submission did not complete in time, retry later")
 		return
@@ -138,6 +141,8 @@ func (h *handler) lookup(w http.ResponseWriter, r *http.Request) (uint64, events
 		return id, view, true
 	case errors.Is(err, events.ErrJobNotFound):
 		writeRaw(w, http.StatusBadRequest, emptyObject)
+	case errors.Is(err, events.ErrUnavailable):
+		h.unavailable(w, r, err, logUnavailable)
 	case isContextError(err):
 		h.unavailable(w, r, err, "status lookup did not complete in time, retry later")
 	default:
@@ -158,6 +163,9 @@ func (h *handler) results(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 	case errors.Is(err, events.ErrJobNotFound):
 		writeRaw(w, http.StatusBadRequest, emptyObject)
+		return
+	case errors.Is(err, events.ErrUnavailable):
+		h.unavailable(w, r, err, logUnavailable)
 		return
 	case isContextError(err):
 		h.unavailable(w, r, err, "results lookup did not complete in time, retry later")
@@ -206,6 +214,10 @@ func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, healthResponse{Status: "ready"})
 }
+
+// logUnavailable is the client's message when the event log cannot be
+// reached or has lost its quorum.
+const logUnavailable = "event log unavailable, retry later"
 
 // unavailable answers 503 with Retry-After and logs the cause at warn.
 func (h *handler) unavailable(w http.ResponseWriter, r *http.Request, err error, msg string) {

@@ -286,6 +286,7 @@ func TestHandler_SubmitErrors(t *testing.T) {
 		{"retry after rounds up", events.ErrOverloaded, 1500 * time.Millisecond, 503, errorBody("service is at capacity, retry later"), "2"},
 		{"retry after at least 1", events.ErrStorageFull, time.Millisecond, 503, errorBody("event log is full, retry later"), "1"},
 		{"retry after whole", events.ErrStorageFull, 30 * time.Second, 503, errorBody("event log is full, retry later"), "30"},
+		{"log unavailable", fmt.Errorf("submit: %w: %w", events.ErrUnavailable, context.DeadlineExceeded), 0, 503, errorBody("event log unavailable, retry later"), "1"},
 		{"deadline", fmt.Errorf("publish: %w", context.DeadlineExceeded), 0, 503, errorBody("submission did not complete in time, retry later"), "1"},
 		{"canceled", context.Canceled, 0, 503, errorBody("submission did not complete in time, retry later"), "1"},
 		{"other", errors.New("nats: connection closed"), 0, 500, `{"error":"internal error"}`, ""},
@@ -378,6 +379,7 @@ func TestHandler_StatusErrors(t *testing.T) {
 	}{
 		{"not found wrapped", fmt.Errorf("load job 5: %w", events.ErrJobNotFound), 400, `{}`},
 		{"deadline", context.DeadlineExceeded, 503, errorBody("status lookup did not complete in time, retry later")},
+		{"log unavailable", fmt.Errorf("load job 5: %w: no leader", events.ErrUnavailable), 503, errorBody("event log unavailable, retry later")},
 		{"other", errors.New("projection stopped"), 500, `{"error":"internal error"}`},
 	}
 	for _, tt := range tests {

@@ -60,6 +60,7 @@ const (
 	RejectOverloaded   = "overloaded"
 	RejectStorageFull  = "storage_full"
 	RejectUnauthorized = "unauthorized"
+	RejectUnavailable  = "unavailable"
 	RejectOther        = "other"
 )
 
@@ -69,7 +70,7 @@ var (
 	jobStatuses   = []string{StatusCompleted, StatusFailed}
 	imageReasons  = []string{ReasonUnknownStore, ReasonBlockedAddress, ReasonTimeout, ReasonConnectionFailed, ReasonHTTP4xx, ReasonHTTP404, ReasonHTTP5xx, ReasonHTTP429, ReasonNotAnImage, ReasonTooLarge, ReasonInvalidURL, ReasonOther}
 	appendKinds   = []string{AppendSubmitted, AppendStarted, AppendImages, AppendCompleted}
-	rejectReasons = []string{RejectInvalid, RejectTooLarge, RejectOverloaded, RejectStorageFull, RejectUnauthorized, RejectOther}
+	rejectReasons = []string{RejectInvalid, RejectTooLarge, RejectOverloaded, RejectStorageFull, RejectUnauthorized, RejectUnavailable, RejectOther}
 )
 
 // Histogram buckets, in seconds unless named otherwise.
@@ -108,6 +109,7 @@ type Metrics struct {
 	projectionDuplicates prometheus.Counter
 
 	submitRejected *prometheus.CounterVec
+	logWritable    prometheus.Gauge
 
 	httpRequests *prometheus.CounterVec
 	httpDuration *prometheus.HistogramVec
@@ -187,6 +189,11 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Submissions refused, by reason.",
 		}, []string{"reason"}),
 
+		logWritable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "event_log_writable",
+			Help: "1 while this instance's last probe found the event log able to take writes (a stream leader with quorum), else 0.",
+		}),
+
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "http_requests_total",
 			Help: "HTTP requests served, by route template, method and status code.",
@@ -220,7 +227,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.imagesProcessed, m.imagesFailed, m.imagesInflight, m.imageSeconds, m.downloadSeconds,
 		m.appendSeconds, m.batchEvents,
 		m.projectionSequence, m.projectionApplied, m.projectionDuplicates,
-		m.submitRejected,
+		m.submitRejected, m.logWritable,
 		m.httpRequests, m.httpDuration,
 	)
 	return m
@@ -328,9 +335,21 @@ func (m *Metrics) ProjectionApplied(seq uint64, events int, duplicates int) {
 	}
 }
 
+// LogWritable records the outcome of the latest event-log probe.
+func (m *Metrics) LogWritable(ok bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	m.logWritable.Set(v)
+}
+
 // SubmitRejected counts one refused submission. Reason is one of invalid,
-// too_large, overloaded, storage_full, unauthorized; anything else is
-// counted as "other".
+// too_large, overloaded, storage_full, unauthorized, unavailable; anything
+// else is counted as "other".
 func (m *Metrics) SubmitRejected(reason string) {
 	if m == nil {
 		return

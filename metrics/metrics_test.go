@@ -209,17 +209,26 @@ func TestMetrics_Projection(t *testing.T) {
 
 func TestMetrics_SubmitRejected(t *testing.T) {
 	m, reg := MustNew(t)
-	for _, r := range []string{"invalid", "invalid", "too_large", "overloaded", "storage_full", "unauthorized", "other", "disk on fire"} {
+	for _, r := range []string{"invalid", "invalid", "too_large", "overloaded", "storage_full", "unauthorized", "unavailable", "other", "disk on fire"} {
 		m.SubmitRejected(r)
 	}
 	for reason, want := range map[string]float64{
-		"invalid": 2, "too_large": 1, "overloaded": 1, "storage_full": 1, "unauthorized": 1, "other": 2,
+		"invalid": 2, "too_large": 1, "overloaded": 1, "storage_full": 1, "unauthorized": 1, "unavailable": 1, "other": 2,
 	} {
 		assertValue(t, reg, "retailpulse_submit_rejected_total", map[string]string{"reason": reason}, want)
 	}
-	if got, want := testutil.CollectAndCount(reg, "retailpulse_submit_rejected_total"), 6; got != want {
+	if got, want := testutil.CollectAndCount(reg, "retailpulse_submit_rejected_total"), 7; got != want {
 		t.Fatalf("submit_rejected_total series = %d, want %d", got, want)
 	}
+}
+
+func TestMetrics_LogWritable(t *testing.T) {
+	m, reg := MustNew(t)
+	assertValue(t, reg, "retailpulse_event_log_writable", nil, 0)
+	m.LogWritable(true)
+	assertValue(t, reg, "retailpulse_event_log_writable", nil, 1)
+	m.LogWritable(false)
+	assertValue(t, reg, "retailpulse_event_log_writable", nil, 0)
 }
 
 func TestMetrics_Instrument(t *testing.T) {

@@ -51,6 +51,8 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		return m.replay(ctx, args)
 	case "verify":
 		return m.verify(ctx, args)
+	case "requeue":
+		return m.requeue(ctx, args)
 	case "bench":
 		return m.bench(ctx, args)
 	case "help":
@@ -63,7 +65,8 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 
 const usage = `usage: retailpulse [serve] [flags]   run the service (default)
        retailpulse replay [flags]      rebuild job states from the event log and print them
-       retailpulse verify [flags]      rebuild from scratch and compare with the live projection
+       retailpulse verify [flags]      rebuild from scratch, compare with a starting service's projection, find stranded jobs
+       retailpulse requeue [flags] JOB...  put stranded jobs back on the work queue
        retailpulse bench [flags]       load-generate against an in-process service or --url
        retailpulse help                show this help
 Run "retailpulse serve -h" for the flags.`
@@ -124,6 +127,7 @@ type App struct {
 	stopping   atomic.Bool
 	submits    chan struct{}
 	admission  *jsstore.Admission
+	writable   atomic.Bool // the event log took writes at the last probe
 
 	// Pause overrides the configured GPU pause (tests); set before Run.
 	Pause func(context.Context) error
@@ -162,12 +166,21 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		if a.nc, err = jsstore.ConnectInProcess(a.ns, "retailpulse"); err != nil {
 			return nil, fmt.Errorf("connect nats: %w", err)
 		}
-	} else if a.nc, err = jsstore.Connect(cfg.NATSURL, "retailpulse", log); err != nil {
-		return nil, fmt.Errorf("connect nats %s: %w", cfg.NATSURL, err)
 	}
-	openCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	openCtx, cancel := context.WithTimeout(ctx, cfg.NATSConnectTimeout)
 	defer cancel()
-	a.store, err = jsstore.Open(openCtx, a.nc, jsstore.Config{Replicas: cfg.Replicas, MaxBytes: cfg.MaxStreamBytes, AckWait: cfg.AckWait})
+	if a.nc == nil {
+		if a.nc, err = connectWithRetry(openCtx, cfg.NATSURL, log); err != nil {
+			return nil, err
+		}
+	}
+	a.store, err = jsstore.Open(openCtx, a.nc, jsstore.Config{
+		Replicas: cfg.Replicas, MaxBytes: cfg.MaxStreamBytes, AckWait: cfg.AckWait,
+		Shared: cfg.NATSURL != "", UpdateExisting: cfg.UpdateStream,
+	})
+	if drift, ok := errors.AsType[*jsstore.DriftError](err); ok {
+		return nil, fmt.Errorf("%w: %s", errConfig, driftMessage(drift))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -176,10 +189,15 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		// We hold the data dir: jobs delivered and not acked belong to a
 		// previous process that is gone. Take them back now rather than after
 		// the ack wait.
-		if err := a.store.ReclaimJobs(openCtx); err != nil {
+		n, err := a.store.ReclaimJobs(openCtx)
+		if err != nil {
 			return nil, fmt.Errorf("reclaim jobs: %w", err)
 		}
+		if n > 0 {
+			log.Info("reclaimed jobs left unacked by the previous process", "jobs", n)
+		}
 	}
+	a.writable.Store(a.store.Probe(openCtx) == nil)
 	a.admission = jsstore.NewAdmission(a.store, cfg.MaxQueuedJobs)
 	if err := a.admission.Refresh(openCtx); err != nil {
 		return nil, err
@@ -284,8 +302,85 @@ func (q queue) NextJob(ctx context.Context) (actors.Delivery, error) { return q.
 func (a *App) Addr() string { return a.listener.Addr().String() }
 
 // Ready reports whether the instance should receive traffic: the
-// projection has caught up with the log and shutdown has not begun.
-func (a *App) Ready() bool { return !a.stopping.Load() && a.projection.CaughtUp() }
+// projection has caught up with the log, the log took writes at the last
+// probe, and shutdown has not begun.
+func (a *App) Ready() bool {
+	return !a.stopping.Load() && a.projection.CaughtUp() && a.writable.Load()
+}
+
+// probeInterval is how often the event log's ability to take writes is
+// checked; readiness follows it within about two intervals.
+const probeInterval = time.Second
+
+// watchLog probes the event log until ctx ends, keeping a.writable, the
+// metric and the log up to date.
+func (a *App) watchLog(ctx context.Context) {
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	a.metrics.LogWritable(a.writable.Load())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*probeInterval)
+		err := a.store.Probe(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		ok := err == nil
+		if was := a.writable.Swap(ok); was != ok {
+			if ok {
+				a.log.Info("event log writable again; ready")
+			} else {
+				a.log.Warn("event log cannot take writes; not ready", "err", err)
+			}
+		}
+		a.metrics.LogWritable(ok)
+	}
+}
+
+// connectWithRetry connects to the NATS servers at urls, retrying with
+// backoff until ctx ends.
+func connectWithRetry(ctx context.Context, urls string, log *slog.Logger) (*nats.Conn, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		nc, err := jsstore.Connect(urls, "retailpulse", log)
+		if err == nil {
+			return nc, nil
+		}
+		deadline, _ := ctx.Deadline()
+		log.Warn("nats not reachable; retrying", "url", urls, "err", err, "retry_in", backoff, "gives_up_in", time.Until(deadline).Round(time.Second))
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect nats %s: %w (gave up after --nats-connect-timeout)", urls, err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// driftFlags names the flag behind each shared setting.
+var driftFlags = map[string]string{
+	"replicas": "--replicas", "consumer_replicas": "--replicas", "max_bytes": "--max-stream-bytes",
+	"ack_wait": "--ack-wait",
+}
+
+// driftMessage explains a refused start, a line per differing setting.
+func driftMessage(e *jsstore.DriftError) string {
+	var b strings.Builder
+	b.WriteString("this instance's settings differ from the shared stream and work consumer; start it with the same settings as the others, or with --update-stream to change them for all:")
+	for _, d := range e.Diffs {
+		name := driftFlags[d.Setting]
+		if name == "" {
+			name = d.Setting + " (set by another version of retailpulse)"
+		}
+		fmt.Fprintf(&b, "\n  %s: the stream has %s, this instance %s", name, d.Have, d.Want)
+	}
+	return b.String()
+}
 
 // Submit implements httpapi.Jobs. It answers events.ErrOverloaded at once
 // when MaxPendingSubmits are being stored or MaxQueuedJobs wait for an
@@ -300,11 +395,18 @@ func (a *App) Submit(ctx context.Context, job *events.JobSubmitted, key string) 
 		return 0, events.ErrOverloaded
 	}
 	id, err := uint64(0), a.admission.Check()
+	if err == nil && !a.writable.Load() {
+		err = fmt.Errorf("%w: the last probe found no stream leader with quorum", events.ErrUnavailable)
+	}
 	if err == nil {
-		id, err = a.store.Submit(ctx, job, key)
+		sctx, cancel := context.WithTimeout(ctx, a.cfg.SubmitTimeout)
+		id, err = a.store.Submit(sctx, job, key)
+		cancel()
 	}
 	if err != nil {
 		switch {
+		case errors.Is(err, events.ErrUnavailable):
+			a.metrics.SubmitRejected(metrics.RejectUnavailable)
 		case errors.Is(err, events.ErrStorageFull):
 			a.metrics.SubmitRejected("storage_full")
 		case errors.Is(err, events.ErrJobTooLarge):
@@ -325,6 +427,8 @@ func (a *App) Submit(ctx context.Context, job *events.JobSubmitted, key string) 
 // Results implements httpapi.Results: per-image results, read from the
 // job's events in the log.
 func (a *App) Results(ctx context.Context, id uint64) ([]events.ImageResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.SubmitTimeout)
+	defer cancel()
 	h, err := a.store.LoadJob(ctx, id)
 	if err != nil {
 		return nil, err
@@ -333,7 +437,11 @@ func (a *App) Results(ctx context.Context, id uint64) ([]events.ImageResult, err
 }
 
 // Status implements httpapi.Jobs.
+// Jobs the projection has applied are answered from memory, even while the
+// log is unavailable; others wait for the log at most --submit-timeout.
 func (a *App) Status(ctx context.Context, id uint64) (events.JobView, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.SubmitTimeout)
+	defer cancel()
 	return a.projection.Status(ctx, id)
 }
 
@@ -348,10 +456,14 @@ func (a *App) Run(ctx context.Context) error {
 	defer cancelRun()
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
-	wg.Add(4)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		a.admission.Run(runCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		a.watchLog(runCtx)
 	}()
 	go func() {
 		defer wg.Done()

@@ -27,6 +27,9 @@ type serveConfig struct {
 	GPUPause             string
 	pauseMin, pauseMax   time.Duration
 	NATSURL              string
+	NATSConnectTimeout   time.Duration
+	UpdateStream         bool
+	SubmitTimeout        time.Duration
 	Replicas             int
 	Fsync                string
 	syncAlways           bool
@@ -63,6 +66,9 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&cfg.AllowPrivateNetworks, "allow-private-networks", false, "permit image URLs on loopback and private addresses (tests, local demos)")
 	fs.StringVar(&cfg.GPUPause, "gpu-pause", "100ms-400ms", "pause per image imitating GPU work: MIN-MAX, a single duration, or 0")
 	fs.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS server(s), comma-separated; empty = embedded single node")
+	fs.DurationVar(&cfg.NATSConnectTimeout, "nats-connect-timeout", 60*time.Second, "how long to keep retrying to reach NATS and open the stream at start before giving up")
+	fs.BoolVar(&cfg.UpdateStream, "update-stream", false, "with --nats-url: apply this instance's stream and consumer settings to the shared ones instead of refusing to start when they differ")
+	fs.DurationVar(&cfg.SubmitTimeout, "submit-timeout", 5*time.Second, "bound on a request's wait for the event log (a submit, or a read of a job not yet projected); 503 after it")
 	fs.IntVar(&cfg.Replicas, "replicas", 1, "stream replicas (3 on an external cluster)")
 	fs.StringVar(&cfg.Fsync, "fsync", "always", "embedded server fsync: always, or an interval such as 1s (data-loss window on power loss)")
 	fs.Int64Var(&cfg.MaxStreamBytes, "max-stream-bytes", 10<<30, "event log byte limit; submits answer 503 when it is reached")
@@ -149,6 +155,9 @@ func (cfg *serveConfig) validate() error {
 		{cfg.NATSURL != "" || cfg.Replicas == 1, "--replicas above 1 needs --nats-url (a cluster)"},
 		{cfg.MaxStreamBytes >= 1<<20, "--max-stream-bytes must be at least 1 MiB"},
 		{cfg.AckWait >= time.Second, "--ack-wait must be at least 1s"},
+		{cfg.NATSConnectTimeout > 0, "--nats-connect-timeout must be positive"},
+		{cfg.SubmitTimeout >= 100*time.Millisecond, "--submit-timeout must be at least 100ms"},
+		{cfg.NATSURL != "" || !cfg.UpdateStream, "--update-stream needs --nats-url (the embedded node always applies its settings)"},
 		{cfg.ImageTimeout > 0, "--image-timeout must be positive"},
 		{cfg.PerHostConcurrency > 0, "--per-host-concurrency must be positive"},
 		{cfg.AppendLinger >= 0 && cfg.AppendLinger <= time.Second, "--append-linger must be between 0 and 1s"},
@@ -218,6 +227,7 @@ func (cfg *serveConfig) redacted() []any {
 	return []any{
 		"addr", cfg.Addr, "data_dir", cfg.DataDir, "stores", orDefault(cfg.Stores, "(sample)"),
 		"allow_private_networks", cfg.AllowPrivateNetworks, "gpu_pause", cfg.GPUPause, "nats_url", natsURL,
+		"nats_connect_timeout", cfg.NATSConnectTimeout, "update_stream", cfg.UpdateStream, "submit_timeout", cfg.SubmitTimeout,
 		"replicas", cfg.Replicas, "fsync", cfg.Fsync, "max_stream_bytes", cfg.MaxStreamBytes,
 		"ack_wait", cfg.AckWait, "image_timeout", cfg.ImageTimeout, "per_host_concurrency", cfg.PerHostConcurrency, "append_linger", cfg.AppendLinger, "job_slots", cfg.JobSlots, "image_slots", cfg.ImageSlots,
 		"store_concurrency", cfg.StoreConcurrency, "max_attempts", cfg.MaxAttempts,

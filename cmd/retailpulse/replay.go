@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/retailpulse/retailpulse/events"
 	"github.com/retailpulse/retailpulse/events/jsstore"
 )
@@ -77,27 +79,44 @@ func (l *logFlags) open(ctx context.Context) (store *jsstore.Store, closeFn func
 // before untilTime (zero = no limit). It returns the model and the number of
 // undecodable messages.
 func rebuild(ctx context.Context, store *jsstore.Store, untilSeq uint64, untilTime time.Time) (*events.ReadModel, int, error) {
-	model := events.NewReadModel()
-	bad := 0
+	r, err := rebuildLog(ctx, store, untilSeq, untilTime)
+	if err != nil {
+		return nil, 0, err
+	}
+	return r.model, r.bad, nil
+}
+
+// rebuilt is the log folded from the start.
+type rebuilt struct {
+	model *events.ReadModel
+	bad   int               // messages that could not be applied
+	queue map[uint64]uint64 // job id -> stream sequence of its latest requeue message
+}
+
+func rebuildLog(ctx context.Context, store *jsstore.Store, untilSeq uint64, untilTime time.Time) (*rebuilt, error) {
+	r := &rebuilt{model: events.NewReadModel(), queue: map[uint64]uint64{}}
 	errStop := errors.New("stop")
 	err := store.Scan(ctx, 1, untilSeq, func(m jsstore.Message) error {
 		if !untilTime.IsZero() && m.Time.After(untilTime) {
 			return errStop
 		}
 		if m.Err != nil {
-			bad++
-			model.Skip(m.Seq)
+			r.bad++
+			r.model.Skip(m.Seq)
 			return nil
 		}
-		if _, err := model.Apply(m.Seq, m.Subject, m.Batch); err != nil {
-			bad++
+		if id, kind, ok := events.ParseJobSubject(m.Subject); ok && kind == events.KindRequeued {
+			r.queue[id] = m.Seq
+		}
+		if _, err := r.model.Apply(m.Seq, m.Subject, m.Batch); err != nil {
+			r.bad++
 		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, errStop) {
-		return nil, 0, err
+		return nil, err
 	}
-	return model, bad, nil
+	return r, nil
 }
 
 type jobJSON struct {
@@ -195,9 +214,11 @@ func printJobs(w io.Writer, views []events.JobView) {
 	tw.Flush()
 }
 
-// verify rebuilds every job from scratch and compares it with what the live
-// projection serves (following the stream the way a starting service does),
-// and checks each job's invariants. Exit 1 on any difference.
+// verify rebuilds every job from scratch and compares it with what the
+// projection of a starting service serves (the latest snapshot plus the
+// log after it), checks each job's invariants, and finds stranded jobs:
+// unfinished jobs the work consumer will never deliver again. Exit 0 when
+// all agree, 1 on any problem, 2 when it cannot run.
 func (m *Main) verify(ctx context.Context, args []string) int {
 	var lf logFlags
 	fs := flag.NewFlagSet("retailpulse verify", flag.ContinueOnError)
@@ -206,40 +227,58 @@ func (m *Main) verify(ctx context.Context, args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return usageCode(err)
 	}
+	fail := func(err error) int {
+		fmt.Fprintf(m.Stderr, "retailpulse verify: %v\n", err)
+		return exitUsage
+	}
 	store, closeFn, err := lf.open(ctx)
 	if err != nil {
-		fmt.Fprintf(m.Stderr, "retailpulse verify: %v\n", err)
-		return exitError
+		return fail(err)
 	}
 	defer closeFn()
+	// The queue's state is read before the log: a job acked by then has its
+	// terminal event in the log read after.
+	ws, wsErr := store.WorkState(ctx)
+	if wsErr != nil && !errors.Is(wsErr, jetstream.ErrConsumerNotFound) {
+		return fail(wsErr)
+	}
 	info, err := store.Info(ctx)
 	if err != nil {
-		fmt.Fprintf(m.Stderr, "retailpulse verify: %v\n", err)
-		return exitError
+		return fail(err)
 	}
-	scratch, bad, err := rebuild(ctx, store, info.LastSeq, time.Time{})
+	scratch, err := rebuildLog(ctx, store, info.LastSeq, time.Time{})
 	if err != nil {
-		fmt.Fprintf(m.Stderr, "retailpulse verify: %v\n", err)
-		return exitError
+		return fail(err)
 	}
 	live, err := liveModel(ctx, store, info.LastSeq, slog.New(slog.NewTextHandler(m.Stderr, nil)))
 	if err != nil {
-		fmt.Fprintf(m.Stderr, "retailpulse verify: %v\n", err)
-		return exitError
+		return fail(err)
 	}
-	problems := compareModels(scratch, live)
-	if bad > 0 {
-		problems = append(problems, fmt.Sprintf("%d messages could not be applied", bad))
+	problems := compareModels(scratch.model, live)
+	if scratch.bad > 0 {
+		problems = append(problems, fmt.Sprintf("%d messages could not be applied", scratch.bad))
 	}
-	jobs := scratch.Jobs()
 	for _, p := range problems {
 		fmt.Fprintln(m.Stdout, "DIFF", p)
 	}
-	if len(problems) > 0 {
-		fmt.Fprintf(m.Stdout, "verify: %d problems in %d jobs up to sequence %d\n", len(problems), len(jobs), info.LastSeq)
+	stranded := 0
+	if wsErr == nil {
+		for _, s := range findStranded(scratch, ws) {
+			fmt.Fprintln(m.Stdout, "STRANDED", s)
+			stranded++
+		}
+	} else {
+		fmt.Fprintln(m.Stdout, "verify: no work consumer yet; stranded jobs not checked")
+	}
+	jobs := scratch.model.Jobs()
+	if len(problems)+stranded > 0 {
+		fmt.Fprintf(m.Stdout, "verify: %d problems and %d stranded jobs in %d jobs up to sequence %d\n", len(problems), stranded, len(jobs), info.LastSeq)
+		if stranded > 0 {
+			fmt.Fprintln(m.Stdout, "verify: put stranded jobs back to work with: retailpulse requeue JOB...")
+		}
 		return exitError
 	}
-	fmt.Fprintf(m.Stdout, "verify: OK, %d jobs up to sequence %d agree\n", len(jobs), info.LastSeq)
+	fmt.Fprintf(m.Stdout, "verify: OK, %d jobs up to sequence %d agree; none stranded\n", len(jobs), info.LastSeq)
 	return exitOK
 }
 

@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/retailpulse/retailpulse/events"
 )
 
 // ServerConfig configures an embedded NATS server.
@@ -136,13 +138,16 @@ func (b slogBridge) Fatalf(format string, v ...any) {
 }
 
 // attemptTimeout bounds one try of a retried operation: a request that
-// gets no answer (e.g. several clients creating the same stream on a fresh
-// cluster at once) must not use up the caller's whole deadline.
-const attemptTimeout = 5 * time.Second
+// gets no answer (no leader, several clients creating the same stream on a
+// fresh cluster at once) must not use up the caller's whole deadline, and
+// a submit bounded at a few seconds gets more than one try.
+const attemptTimeout = 2 * time.Second
 
 // retry calls fn with capped exponential backoff until it succeeds, returns
-// a permanent error (wrapped in permanent), or ctx ends. Each try gets its
-// own context, bounded by attemptTimeout.
+// a permanent error (wrapped in permanentErr), or ctx ends. Each try gets
+// its own context, bounded by attemptTimeout. When ctx's deadline passes
+// while the last error was transient, the error wraps
+// events.ErrUnavailable; when ctx is cancelled, ctx.Err().
 func retry(ctx context.Context, fn func(ctx context.Context) error) error {
 	delay := 50 * time.Millisecond
 	for {
@@ -156,12 +161,19 @@ func retry(ctx context.Context, fn func(ctx context.Context) error) error {
 		if errors.As(err, &p) {
 			return p.err
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
-		case <-time.After(delay):
+		if ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(delay):
+			}
 		}
-		delay = min(delay*2, 2*time.Second)
+		if ctx.Err() != nil {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("%w: %w (last error: %v)", events.ErrUnavailable, ctx.Err(), err)
+			}
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		}
+		delay = min(delay*2, time.Second)
 	}
 }
 

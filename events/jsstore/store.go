@@ -15,7 +15,7 @@ import (
 )
 
 // Config configures the stream and the work consumer. Every instance must
-// use the same values: they are applied with CreateOrUpdate.
+// use the same values (see Shared).
 type Config struct {
 	Stream   string        // stream name; default "RETAILPULSE"
 	Replicas int           // 1 (single node) or 3 (cluster); default 1
@@ -26,6 +26,12 @@ type Config struct {
 	AckWait time.Duration
 	// CompressAbove gzips submission bodies larger than this; default 64 KiB.
 	CompressAbove int
+	// Shared: other instances use the same stream (an external NATS). Open
+	// then refuses settings that differ from the stream's and consumer's.
+	Shared bool
+	// UpdateExisting makes a Shared Open apply cfg to an existing stream and
+	// consumer instead of refusing a difference.
+	UpdateExisting bool
 }
 
 func (c *Config) defaults() {
@@ -59,33 +65,89 @@ type Store struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	work   jetstream.Consumer
+	ccfg   jetstream.ConsumerConfig // the work consumer's configuration
 }
 
-// Open creates or updates the stream and the work consumer, retrying with
-// backoff until ctx ends (a fresh cluster has no meta leader for a while).
+// streamConfig is the stream every instance must agree on.
+func (c *Config) streamConfig(maxMsg int32) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        c.Stream,
+		Description: "retailpulse event log",
+		Subjects:    events.StreamSubjects,
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew,
+		MaxBytes:    c.MaxBytes,
+		MaxMsgSize:  maxMsg,
+		Replicas:    c.Replicas,
+		Duplicates:  c.Dedup,
+		DenyDelete:  true,
+		DenyPurge:   true,
+		// Reads of a job must see every write acknowledged before them, so
+		// they are answered by the stream leader, never by a replica.
+		AllowDirect: false,
+	}
+}
+
+// consumerConfig is the work consumer every instance must agree on.
+func (c *Config) consumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:     WorkConsumer,
+		Description: "jobs waiting for an owner",
+		// Submissions, and jobs an operator put back (retailpulse requeue).
+		FilterSubjects: []string{events.SubjectSubmitted, events.SubjectRequeued},
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        c.AckWait,
+		// Deliveries are capped by the job actor (it completes a job as failed
+		// after too many attempts), never by the server, which would drop the
+		// job silently.
+		MaxDeliver:    -1,
+		MaxAckPending: 100_000,
+		Replicas:      c.Replicas,
+	}
+}
+
+// Open creates the stream and the work consumer, or opens them, retrying
+// every failure with backoff until ctx ends (a fresh cluster has no meta
+// leader or known peers for a while; a cluster without quorum answers
+// nothing).
+//
+// With cfg.Shared (several instances on one NATS), existing settings are
+// compared with cfg and a difference returns a *DriftError without changing
+// anything, unless cfg.UpdateExisting. Without it (the embedded single
+// node, whose data dir only this process holds) they are updated to cfg.
 func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	cfg.defaults()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	s := &Store{cfg: cfg, nc: nc, js: js}
-	maxMsg := int32(nc.MaxPayload())
-	scfg := jetstream.StreamConfig{
-		Name:        cfg.Stream,
-		Description: "retailpulse event log",
-		Subjects:    events.StreamSubjects,
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardNew,
-		MaxBytes:    cfg.MaxBytes,
-		MaxMsgSize:  maxMsg,
-		Replicas:    cfg.Replicas,
-		Duplicates:  cfg.Dedup,
-		DenyDelete:  true,
-		DenyPurge:   true,
-	}
+	s := &Store{cfg: cfg, nc: nc, js: js, ccfg: cfg.consumerConfig()}
+	scfg := cfg.streamConfig(int32(nc.MaxPayload()))
+	var drift []Diff
 	err = retry(ctx, func(ctx context.Context) error {
+		drift = nil
+		if cfg.Shared && !cfg.UpdateExisting {
+			st, err := js.Stream(ctx, cfg.Stream)
+			switch {
+			case err == nil:
+				info := st.CachedInfo()
+				drift = streamDrift(info.Config, scfg)
+				s.stream = st
+				return nil
+			case !errors.Is(err, jetstream.ErrStreamNotFound):
+				return err
+			}
+			st, err = js.CreateStream(ctx, scfg)
+			if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				return err
+			}
+			if err != nil {
+				return errors.New("stream created concurrently; comparing again")
+			}
+			s.stream = st
+			return nil
+		}
 		st, err := js.CreateOrUpdateStream(ctx, scfg)
 		if err != nil {
 			return err
@@ -96,21 +158,25 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store: stream %s: %w", cfg.Stream, err)
 	}
-	ccfg := jetstream.ConsumerConfig{
-		Durable:       WorkConsumer,
-		Description:   "jobs waiting for an owner",
-		FilterSubject: events.SubjectSubmitted,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		// Deliveries are capped by the job actor (it completes a job as failed
-		// after too many attempts), never by the server, which would drop the
-		// job silently.
-		MaxDeliver:    -1,
-		MaxAckPending: 100_000,
-		Replicas:      cfg.Replicas,
-	}
 	err = retry(ctx, func(ctx context.Context) error {
-		c, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, ccfg)
+		if cfg.Shared && !cfg.UpdateExisting {
+			c, err := js.Consumer(ctx, cfg.Stream, WorkConsumer)
+			switch {
+			case err == nil:
+				drift = append(drift, consumerDrift(c.CachedInfo().Config, s.ccfg)...)
+				s.work = c
+				return nil
+			case !errors.Is(err, jetstream.ErrConsumerNotFound):
+				return err
+			}
+			c, err = js.CreateConsumer(ctx, cfg.Stream, s.ccfg)
+			if err != nil {
+				return err
+			}
+			s.work = c
+			return nil
+		}
+		c, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, s.ccfg)
 		if err != nil {
 			return err
 		}
@@ -119,6 +185,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open store: consumer: %w", err)
+	}
+	if len(drift) > 0 {
+		return nil, &DriftError{Diffs: drift}
 	}
 	return s, nil
 }
@@ -159,7 +228,7 @@ func (s *Store) Submit(ctx context.Context, sub *events.JobSubmitted, idempotenc
 	err = retry(ctx, func(ctx context.Context) error {
 		a, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
 		if err != nil {
-			return classifyPublish(err)
+			return classify(err)
 		}
 		ack = a
 		return nil
@@ -170,18 +239,40 @@ func (s *Store) Submit(ctx context.Context, sub *events.JobSubmitted, idempotenc
 	return ack.Sequence, nil
 }
 
-// classifyPublish marks errors that retrying cannot fix as permanent.
-func classifyPublish(err error) error {
+// classify marks errors that retrying cannot fix as permanent, by error
+// kind and JetStream error code; what it returns unwrapped is transient
+// (retry tries again). A full log is permanent events.ErrStorageFull.
+func classify(err error) error {
 	switch {
 	case isStorageFull(err):
 		return permanentErr{events.ErrStorageFull}
-	case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoStreamResponse),
-		errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrConnectionReconnecting):
+	case isTransient(err):
 		return err
-	case apiCode(err) == jetstream.JSErrCodeStreamWrongLastSequenceConstant:
-		return err // an earlier write to the subject is still in flight
 	}
 	return permanentErr{err}
+}
+
+// isTransient reports an error after which the same request may succeed:
+// no answer in time (the attempt's own deadline included; the write may
+// have been stored, so a retry must carry the same identity), no responders
+// or a connection being re-established (no leader, node down), and the
+// JetStream codes for "temporarily unavailable".
+func isTransient(err error) bool {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, jetstream.ErrNoHeartbeat):
+		return true
+	}
+	switch apiCode(err) {
+	case 10008, // JetStream system temporarily unavailable (no leader, no quorum)
+		10004, // incomplete results
+		10163, // expected last sequence per subject temporarily unavailable
+		jetstream.JSErrCodeStreamWrongLastSequenceConstant: // an earlier write to the subject is in flight
+		return true
+	}
+	return false
 }
 
 func apiCode(err error) jetstream.ErrorCode {
@@ -197,41 +288,50 @@ func apiCode(err error) jetstream.ErrorCode {
 }
 
 // isStorageFull reports a write refused for lack of space: the stream's byte
-// limit (DiscardNew), the account's or the server's storage.
+// limit (DiscardNew answers 10077 "store failed: maximum bytes exceeded"),
+// the account's or the server's storage.
 func isStorageFull(err error) bool {
-	var ae *jetstream.APIError
-	if !errors.As(err, &ae) {
-		return false
-	}
-	switch ae.ErrorCode {
-	case 10047, 10023: // storage resources exceeded, insufficient resources
-		return true
-	case 10077: // store failed: maximum bytes / no space left
+	switch apiCode(err) {
+	case 10047, // insufficient storage resources available
+		10023, // insufficient resources
+		10077: // store failed (maximum bytes exceeded)
 		return true
 	}
-	return ae.Code == 503 && ae.ErrorCode != 0
+	return false
 }
 
 // Submission returns the submission stored at seq, or events.ErrJobNotFound
-// when seq holds no submission.
+// when seq holds no submission. Like every read of a job, it is answered by
+// the stream's leader (never a replica that may be behind) and retried
+// while the log is unavailable, until ctx ends (then events.ErrUnavailable
+// when ctx's deadline passed).
 func (s *Store) Submission(ctx context.Context, id uint64) (*events.JobSubmitted, error) {
-	m, err := s.stream.GetMsg(ctx, id)
+	m, err := s.getMsg(ctx, id, "")
 	if err != nil {
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return nil, events.ErrJobNotFound
-		}
 		return nil, fmt.Errorf("load job %d: %w", id, err)
 	}
-	if m.Subject != events.SubjectSubmitted {
+	if m == nil || m.Subject != events.SubjectSubmitted {
 		return nil, events.ErrJobNotFound
 	}
-	b, err := events.Decode(m.Data, m.Header.Get(events.HeaderEncoding))
+	sub, err := DecodeSubmission(m.Data, m.Header.Get(events.HeaderEncoding))
 	if err != nil {
 		return nil, fmt.Errorf("load job %d: %w", id, err)
+	}
+	return sub, nil
+}
+
+// DecodeSubmission decodes the body of a message on the submission subject.
+func DecodeSubmission(data []byte, encoding string) (*events.JobSubmitted, error) {
+	b, err := events.Decode(data, encoding)
+	if err != nil {
+		return nil, err
+	}
+	if len(b.Events) != 1 {
+		return nil, fmt.Errorf("submission holds %d events", len(b.Events))
 	}
 	sub, ok := b.Events[0].(*events.JobSubmitted)
 	if !ok {
-		return nil, fmt.Errorf("load job %d: first event is %s", id, b.Events[0].EventType())
+		return nil, fmt.Errorf("submission holds a %s event", b.Events[0].EventType())
 	}
 	return sub, nil
 }
@@ -242,38 +342,93 @@ func (s *Store) LoadJob(ctx context.Context, id uint64) (*events.History, error)
 	if err != nil {
 		return nil, err
 	}
+	return s.History(ctx, id, sub)
+}
+
+// History reads every message on the job's subjects, given its submission.
+// It reads message by message from the stream leader (no consumer is
+// created, so it neither needs the meta leader nor leaves anything behind),
+// up to the job's last message as the leader knows it.
+func (s *Store) History(ctx context.Context, id uint64, sub *events.JobSubmitted) (*events.History, error) {
 	h := &events.History{ID: id, Submitted: sub}
-	last, err := s.lastOfJob(ctx, id)
+	filter := events.JobFilter(id)
+	last, err := s.getMsg(ctx, 0, filter)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("load job %d: %w", id, err)
 	}
 	if last == nil {
 		return h, nil
 	}
 	h.LastSeq = last.Sequence
-	err = s.scan(ctx, []string{events.JobFilter(id)}, 1, h.LastSeq, func(m Message) error {
-		if m.Err != nil {
-			return fmt.Errorf("seq %d: %w", m.Seq, m.Err)
+	for seq := id + 1; ; {
+		m := last
+		if seq < last.Sequence {
+			if m, err = s.getMsg(ctx, seq, filter); err != nil {
+				return nil, fmt.Errorf("load job %d: %w", id, err)
+			}
+			if m == nil || m.Sequence > last.Sequence {
+				return nil, fmt.Errorf("load job %d: no message from seq %d to the last, %d", id, seq, last.Sequence)
+			}
 		}
-		h.Records = append(h.Records, events.Record{Seq: m.Seq, Subject: m.Subject, MsgID: m.MsgID, Events: m.Batch.Events})
+		b, err := events.Decode(m.Data, m.Header.Get(events.HeaderEncoding))
+		if err != nil {
+			return nil, fmt.Errorf("load job %d: seq %d: %w", id, m.Sequence, err)
+		}
+		h.Records = append(h.Records, events.Record{Seq: m.Sequence, Subject: m.Subject, MsgID: m.Header.Get(jetstream.MsgIDHeader), Events: b.Events})
+		if m.Sequence >= last.Sequence {
+			return h, nil
+		}
+		seq = m.Sequence + 1
+	}
+}
+
+// getMsg reads one message from the stream leader: with lastFor set, the
+// last message on that filter; with next set too, the first message at or
+// after seq on it; otherwise the message at seq. nil when there is none.
+// Transient failures are retried until ctx ends.
+func (s *Store) getMsg(ctx context.Context, seq uint64, filter string) (*jetstream.RawStreamMsg, error) {
+	var m *jetstream.RawStreamMsg
+	err := retry(ctx, func(ctx context.Context) error {
+		var err error
+		switch {
+		case seq == 0:
+			m, err = s.stream.GetLastMsgForSubject(ctx, filter)
+		case filter != "":
+			m, err = s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		default:
+			m, err = s.stream.GetMsg(ctx, seq)
+		}
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			m, err = nil, nil
+		}
+		if err != nil {
+			return classify(err)
+		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("load job %d: %w", id, err)
-	}
-	return h, nil
+	return m, err
 }
 
 // lastOfJob returns the job's last message, or nil if it has none.
 func (s *Store) lastOfJob(ctx context.Context, id uint64) (*jetstream.RawStreamMsg, error) {
-	m, err := s.stream.GetLastMsgForSubject(ctx, events.JobFilter(id))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, nil
-	}
+	m, err := s.getMsg(ctx, 0, events.JobFilter(id))
 	if err != nil {
 		return nil, fmt.Errorf("last message of job %d: %w", id, err)
 	}
 	return m, nil
+}
+
+// FenceHolds reports whether the job's last message is still at fence
+// (0 = the job has none): false means another owner has written since.
+func (s *Store) FenceHolds(ctx context.Context, id, fence uint64) (bool, error) {
+	last, err := s.lastOfJob(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	if last == nil {
+		return fence == 0, nil
+	}
+	return last.Sequence == fence, nil
 }
 
 // Append stores evs atomically as one message on rp.job.<id>.<kind>,
@@ -323,7 +478,7 @@ func (s *Store) Append(ctx context.Context, id uint64, kind string, fence uint64
 			}
 			return permanentErr{events.ErrFenced}
 		}
-		return classifyPublish(err)
+		return classify(err)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("append %s to job %d: %w", kind, id, err)

@@ -241,22 +241,53 @@ func TestSnapshots_SaveLoadAndRefuseForeignStream(t *testing.T) {
 	}
 }
 
-func TestStore_ReclaimJobsRedeliversAtOnce(t *testing.T) {
+// A restarted sole instance reclaims the deliveries its predecessor left
+// unacked, at once and only those: jobs acked after an unacked one are not
+// redelivered, and delivery counts carry on.
+func TestStore_ReclaimJobsRedeliversOnlyUnacked(t *testing.T) {
 	s := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{AckWait: time.Hour})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	id, _ := s.Submit(ctx, sampleJob("a"), "")
-	d, err := s.NextJob(ctx)
-	if err != nil || d.JobID() != id {
-		t.Fatalf("first delivery: %v", err)
+	var ids []uint64
+	for _, tag := range []string{"a", "b", "c", "d"} {
+		id, err := s.Submit(ctx, sampleJob(tag), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
 	}
-	// The owner dies without acking; a restarted sole instance reclaims it.
-	if err := s.ReclaimJobs(ctx); err != nil {
+	// The predecessor took all four, acked the 1st, 3rd and 4th, then died
+	// holding the 2nd.
+	for i, want := range ids {
+		d, err := s.NextJob(ctx)
+		if err != nil || d.JobID() != want {
+			t.Fatalf("delivery %d: job %v, %v", i, d, err)
+		}
+		if i != 1 {
+			if err := d.Ack(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	n, err := s.ReclaimJobs(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("reclaim: %d, %v; want 1 job", n, err)
+	}
+	d, err := s.NextJob(ctx)
+	if err != nil || d.JobID() != ids[1] || d.Attempts() != 2 {
+		t.Fatalf("after reclaim: %+v, %v; want job %d on its 2nd delivery", d, err, ids[1])
+	}
+	if err := d.Ack(ctx); err != nil {
 		t.Fatal(err)
 	}
-	d2, err := s.NextJob(ctx)
-	if err != nil || d2.JobID() != id {
-		t.Fatalf("after reclaim: %v", err)
+	short, cancelShort := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancelShort()
+	if d, err := s.NextJob(short); err == nil {
+		t.Fatalf("job %d delivered again after it was acked", d.JobID())
+	}
+	ws, err := s.WorkState(ctx)
+	if err != nil || ws.AckPending != 0 || ws.AckFloor != ids[3] {
+		t.Fatalf("work state %+v, %v; want nothing pending, floor %d", ws, err, ids[3])
 	}
 }
 

@@ -12,27 +12,70 @@ import (
 	"github.com/retailpulse/retailpulse/events"
 )
 
-// Delivery is one job handed to this instance by the work consumer. The
-// owner keeps it alive with InProgress and acks it only after the job's
-// terminal event is stored. Not safe for concurrent Ack/Nak calls.
+// Delivery is one job handed to this instance by the work consumer: a
+// submission, or a job an operator requeued. The owner keeps it alive with
+// InProgress and acks it only after the job's terminal event is stored.
+// Not safe for concurrent use.
 type Delivery struct {
+	store   *Store
 	msg     jetstream.Msg
 	ID      uint64 // the job id: the submission's stream sequence
-	Attempt int    // 1 on first delivery
+	Attempt int    // deliveries of this message; 1 on the first
+	requeue bool   // delivered through a requeue message, not the submission
 }
 
-// InProgress resets the redelivery timer.
+// JobID returns the job id.
+func (d *Delivery) JobID() uint64 { return d.ID }
+
+// Attempts returns the delivery count (1 on first delivery).
+func (d *Delivery) Attempts() int { return d.Attempt }
+
+// Submission returns the job's submission. A delivered submission carries
+// it (no read, so a replica that is behind cannot answer "no such job"); a
+// requeue reads it from the stream leader. events.ErrJobNotFound means the
+// delivery is proven to name no runnable job (an undecodable submission,
+// or a requeue of a sequence that holds no submission).
+func (d *Delivery) Submission(ctx context.Context) (*events.JobSubmitted, error) {
+	if d.requeue {
+		return d.store.Submission(ctx, d.ID)
+	}
+	sub, err := DecodeSubmission(d.msg.Data(), d.msg.Headers().Get(events.HeaderEncoding))
+	if err != nil {
+		return nil, fmt.Errorf("%w: delivered submission %d: %v", events.ErrJobNotFound, d.ID, err)
+	}
+	return sub, nil
+}
+
+// InProgress resets the redelivery timer (not confirmed).
 func (d *Delivery) InProgress() error { return d.msg.InProgress() }
 
-// Ack removes the job from the queue; it waits for the server's
-// confirmation so a returned nil means the job will not be redelivered.
-func (d *Delivery) Ack(ctx context.Context) error { return d.msg.DoubleAck(ctx) }
+// Ack removes the job from the queue. It returns nil only once the server
+// confirmed it, retrying (e.g. across a consumer leader change) until ctx
+// ends.
+func (d *Delivery) Ack(ctx context.Context) error { return d.confirm(ctx, "+ACK") }
 
 // Release hands the job back for redelivery after delay (graceful shutdown,
-// transient failure). A zero delay is sent as 1ms: a plain Nak ignores
-// backoff and redelivers at once.
-func (d *Delivery) Release(delay time.Duration) error {
-	return d.msg.NakWithDelay(max(delay, time.Millisecond))
+// transient failure), confirmed by the server and retried until ctx ends:
+// a hand-back that reached no consumer leader would leave the job waiting
+// out the ack wait. A zero delay is sent as 1ms: a plain Nak ignores
+// backoff.
+func (d *Delivery) Release(ctx context.Context, delay time.Duration) error {
+	return d.confirm(ctx, fmt.Sprintf(`-NAK {"delay":%d}`, max(delay, time.Millisecond)))
+}
+
+// Term removes a delivery that names no runnable job from the queue for
+// good. Only for deliveries proven not to be a job (see Submission).
+func (d *Delivery) Term(ctx context.Context) error { return d.confirm(ctx, "+TERM") }
+
+// confirm sends an acknowledgement of kind body as a request: the
+// consumer leader answers it, so a nil return means it was applied.
+func (d *Delivery) confirm(ctx context.Context, body string) error {
+	return retry(ctx, func(ctx context.Context) error {
+		if _, err := d.store.nc.RequestWithContext(ctx, d.msg.Reply(), []byte(body)); err != nil {
+			return classify(err)
+		}
+		return nil
+	})
 }
 
 // NextJob blocks until a job is available or ctx ends. It fetches exactly
@@ -68,7 +111,9 @@ func (s *Store) NextJob(ctx context.Context) (*Delivery, error) {
 		case <-ctx.Done():
 			go func() {
 				if r := <-ch; r.d != nil {
-					_ = r.d.Release(0)
+					rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					_ = r.d.Release(rctx, 0)
 				}
 			}()
 			return nil, ctx.Err()
@@ -76,7 +121,8 @@ func (s *Store) NextJob(ctx context.Context) (*Delivery, error) {
 	}
 }
 
-// fetchOne waits up to wait for one job; (nil, nil) when none came.
+// fetchOne waits up to wait for one job; (nil, nil) when none came. A
+// message that is neither a submission nor a requeue is terminated.
 func (s *Store) fetchOne(wait time.Duration) (*Delivery, error) {
 	batch, err := s.work.Fetch(1, jetstream.FetchMaxWait(wait))
 	if err != nil {
@@ -85,10 +131,18 @@ func (s *Store) fetchOne(wait time.Duration) (*Delivery, error) {
 	for m := range batch.Messages() {
 		md, err := m.Metadata()
 		if err != nil {
-			_ = m.Term()
-			continue
+			return nil, err
 		}
-		return &Delivery{msg: m, ID: md.Sequence.Stream, Attempt: int(md.NumDelivered)}, nil
+		d := &Delivery{store: s, msg: m, ID: md.Sequence.Stream, Attempt: int(md.NumDelivered)}
+		if m.Subject() != events.SubjectSubmitted {
+			id, kind, ok := events.ParseJobSubject(m.Subject())
+			if !ok || kind != events.KindRequeued {
+				_ = m.Term()
+				continue
+			}
+			d.ID, d.requeue = id, true
+		}
+		return d, nil
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 		return nil, err
@@ -96,161 +150,126 @@ func (s *Store) fetchOne(wait time.Duration) (*Delivery, error) {
 	return nil, nil
 }
 
-// Info is the stream's state.
-type Info struct {
-	LastSeq  uint64
-	Msgs     uint64
-	Bytes    uint64
-	MaxBytes int64
+// ReclaimJobs makes every delivered but unacknowledged job available again
+// at once, instead of after the ack wait, and returns how many there were.
+// Jobs already acked stay acked. Only for a process that knows it is the
+// work consumer's sole user (the embedded single node, whose data dir it
+// holds locked): the owners of those deliveries are gone. Call it before
+// taking jobs.
+//
+// It shortens the consumer's ack wait for a moment, so the server itself
+// queues exactly its pending deliveries for redelivery (it re-checks them
+// 100 ms after an ack-wait change), then restores it.
+func (s *Store) ReclaimJobs(ctx context.Context) (int, error) {
+	var pending int
+	err := retry(ctx, func(ctx context.Context) error {
+		ci, err := s.work.Info(ctx)
+		if err != nil {
+			return err
+		}
+		pending = ci.NumAckPending
+		return nil
+	})
+	if err != nil || pending == 0 {
+		return 0, err
+	}
+	short := s.ccfg
+	short.AckWait = time.Millisecond
+	if err := s.updateWork(ctx, short); err != nil {
+		return 0, err
+	}
+	select {
+	case <-time.After(500 * time.Millisecond):
+	case <-ctx.Done():
+	}
+	// Restore even when ctx has ended: a consumer left with a 1ms ack wait
+	// would redeliver every job continuously.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := s.updateWork(rctx, s.ccfg); err != nil {
+		return 0, fmt.Errorf("restore ack wait: %w", err)
+	}
+	return pending, ctx.Err()
 }
 
-// Info returns the stream's current state.
-func (s *Store) Info(ctx context.Context) (Info, error) {
+func (s *Store) updateWork(ctx context.Context, cfg jetstream.ConsumerConfig) error {
+	return retry(ctx, func(ctx context.Context) error {
+		c, err := s.js.UpdateConsumer(ctx, s.cfg.Stream, cfg)
+		if err != nil {
+			return err
+		}
+		s.work = c
+		return nil
+	})
+}
+
+// WorkState is the work consumer's progress.
+type WorkState struct {
+	// AckFloor: every delivery at or below this stream sequence is acked.
+	AckFloor uint64
+	// Delivered: the highest stream sequence delivered so far.
+	Delivered uint64
+	// AckPending: deliveries not acked yet, all above AckFloor.
+	AckPending int
+	// Waiting: messages not delivered yet.
+	Waiting uint64
+}
+
+// WorkState reads the work consumer's state from its leader.
+func (s *Store) WorkState(ctx context.Context) (WorkState, error) {
+	var ws WorkState
+	err := retry(ctx, func(ctx context.Context) error {
+		ci, err := s.js.Consumer(ctx, s.cfg.Stream, WorkConsumer)
+		if err != nil {
+			return classify(err)
+		}
+		info := ci.CachedInfo()
+		ws = WorkState{AckFloor: info.AckFloor.Stream, Delivered: info.Delivered.Stream, AckPending: info.NumAckPending, Waiting: info.NumPending}
+		return nil
+	})
+	return ws, err
+}
+
+// ErrJobTerminal: the job has completed; there is nothing to requeue.
+var ErrJobTerminal = errors.New("job already completed")
+
+// Requeue puts an unfinished job back on the work queue by appending a
+// JobRequeued event on rp.job.<id>.requeued, which the work consumer
+// delivers like a submission. The append is fenced on the job's last
+// message, like every write to a job: if the job moves meanwhile it returns
+// events.ErrFenced and stores nothing. An owner still running the job loses
+// its fence, so at most one owner writes after a requeue. It returns
+// events.ErrJobNotFound or ErrJobTerminal when there is nothing to requeue;
+// retried with the same job state, it stores the event once.
+func (s *Store) Requeue(ctx context.Context, id uint64, ev *events.JobRequeued) (uint64, error) {
+	if _, err := s.Submission(ctx, id); err != nil {
+		return 0, err
+	}
+	last, err := s.lastOfJob(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	fence := uint64(0)
+	if last != nil {
+		if _, kind, _ := events.ParseJobSubject(last.Subject); kind == events.KindCompleted {
+			return 0, fmt.Errorf("requeue job %d: %w", id, ErrJobTerminal)
+		}
+		fence = last.Sequence
+	}
+	msgID := fmt.Sprintf("requeue/%d/%d", id, fence)
+	return s.Append(ctx, id, events.KindRequeued, fence, msgID, ev)
+}
+
+// Probe reports whether the log can take writes now: the stream has a
+// leader that answers (so a quorum of its replicas is up). It returns an
+// error wrapping events.ErrUnavailable otherwise.
+func (s *Store) Probe(ctx context.Context) error {
 	si, err := s.stream.Info(ctx)
 	if err != nil {
-		return Info{}, fmt.Errorf("stream info: %w", err)
+		return fmt.Errorf("%w: %v", events.ErrUnavailable, err)
 	}
-	return Info{LastSeq: si.State.LastSeq, Msgs: si.State.Msgs, Bytes: si.State.Bytes, MaxBytes: si.Config.MaxBytes}, nil
-}
-
-// Follow delivers every message after sequence `after`, in stream order, to
-// apply, until ctx ends (it then returns ctx.Err()). caughtUp, if not nil,
-// is called once, when the messages stored before Follow started have all
-// been delivered. A message that cannot be decoded is passed with its error
-// so the caller can log it and move on. apply runs on Follow's goroutine.
-func (s *Store) Follow(ctx context.Context, after uint64, apply func(seq uint64, subject string, b events.Batch, err error), caughtUp func()) error {
-	info, err := s.Info(ctx)
-	if err != nil {
-		return err
-	}
-	target := info.LastSeq
-	signalled := false
-	signal := func(seq uint64) {
-		if !signalled && seq >= target {
-			signalled = true
-			if caughtUp != nil {
-				caughtUp()
-			}
-		}
-	}
-	signal(after)
-	err = s.consume(ctx, nil, after+1, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
-		seq := md.Sequence.Stream
-		b, derr := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding))
-		apply(seq, m.Subject(), b, derr)
-		signal(seq)
-		if md.NumPending == 0 {
-			signal(target)
-		}
-		return false, nil
-	})
-	if err != nil && ctx.Err() == nil {
-		return fmt.Errorf("follow: %w", err)
-	}
-	return err
-}
-
-// Message is one stored message as Scan delivers it.
-type Message struct {
-	Seq     uint64
-	Subject string
-	MsgID   string // Nats-Msg-Id
-	Time    time.Time
-	Batch   events.Batch
-	Err     error // the body could not be decoded
-}
-
-// Scan delivers the messages with sequences in [from, to] in order (to = 0:
-// up to the last message stored when Scan starts). fn returning an error
-// stops the scan with that error.
-func (s *Store) Scan(ctx context.Context, from, to uint64, fn func(Message) error) error {
-	return s.scan(ctx, nil, from, to, fn)
-}
-
-// scan is Scan restricted to filters (nil = every subject).
-func (s *Store) scan(ctx context.Context, filters []string, from, to uint64, fn func(Message) error) error {
-	if to == 0 {
-		info, err := s.Info(ctx)
-		if err != nil {
-			return err
-		}
-		to = info.LastSeq
-	}
-	from = max(from, 1)
-	if to < from {
-		return nil
-	}
-	err := s.consume(ctx, filters, from, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
-		seq := md.Sequence.Stream
-		if seq > to {
-			return true, nil
-		}
-		b, derr := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding))
-		msg := Message{Seq: seq, Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader), Time: md.Timestamp, Batch: b, Err: derr}
-		if err := fn(msg); err != nil {
-			return true, err
-		}
-		return seq >= to || md.NumPending == 0, nil
-	})
-	if err != nil {
-		return fmt.Errorf("scan: %w", err)
+	if si.Cluster != nil && si.Cluster.Leader == "" {
+		return fmt.Errorf("%w: stream has no leader", events.ErrUnavailable)
 	}
 	return nil
-}
-
-// consume reads the stream from sequence from (filtered by filters, nil =
-// all) through an ordered consumer and hands each message to fn until fn
-// reports done or an error, or ctx ends (then it returns ctx.Err()).
-func (s *Store) consume(ctx context.Context, filters []string, from uint64, fn func(jetstream.Msg, *jetstream.MsgMetadata) (done bool, err error)) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if from > 1 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = from
-	}
-	cons, err := s.js.OrderedConsumer(ctx, s.cfg.Stream, cfg)
-	if err != nil {
-		return err
-	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(2000))
-	if err != nil {
-		return err
-	}
-	defer iter.Stop()
-	stop := context.AfterFunc(ctx, iter.Stop)
-	defer stop()
-	for {
-		m, err := iter.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return err
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return err
-		}
-		if done, err := fn(m, md); done || err != nil {
-			return err
-		}
-	}
-}
-
-// JobID returns the job id.
-func (d *Delivery) JobID() uint64 { return d.ID }
-
-// Attempts returns the delivery count (1 on first delivery).
-func (d *Delivery) Attempts() int { return d.Attempt }
-
-// ReclaimJobs makes every delivered but unacknowledged job available again
-// at once, instead of after the ack wait. Only for a process that knows it
-// is the work consumer's sole user (the embedded single node, whose data
-// dir it holds locked): the owners of those deliveries are gone. With other
-// live instances it would hand their jobs out twice (fencing would still
-// keep the log correct, at the cost of redone work).
-func (s *Store) ReclaimJobs(ctx context.Context) error {
-	return retry(ctx, func(ctx context.Context) error {
-		_, err := s.js.ResetConsumer(ctx, s.cfg.Stream, WorkConsumer)
-		return err
-	})
 }

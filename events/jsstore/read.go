@@ -1,0 +1,150 @@
+package jsstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/retailpulse/retailpulse/events"
+)
+
+// Info is the stream's state.
+type Info struct {
+	LastSeq  uint64
+	Msgs     uint64
+	Bytes    uint64
+	MaxBytes int64
+}
+
+// Info returns the stream's current state.
+func (s *Store) Info(ctx context.Context) (Info, error) {
+	si, err := s.stream.Info(ctx)
+	if err != nil {
+		return Info{}, fmt.Errorf("stream info: %w", err)
+	}
+	return Info{LastSeq: si.State.LastSeq, Msgs: si.State.Msgs, Bytes: si.State.Bytes, MaxBytes: si.Config.MaxBytes}, nil
+}
+
+// Follow delivers every message after sequence `after`, in stream order, to
+// apply, until ctx ends (it then returns ctx.Err()). caughtUp, if not nil,
+// is called once, when the messages stored before Follow started have all
+// been delivered. A message that cannot be decoded is passed with its error
+// so the caller can log it and move on. apply runs on Follow's goroutine.
+func (s *Store) Follow(ctx context.Context, after uint64, apply func(seq uint64, subject string, b events.Batch, err error), caughtUp func()) error {
+	info, err := s.Info(ctx)
+	if err != nil {
+		return err
+	}
+	target := info.LastSeq
+	signalled := false
+	signal := func(seq uint64) {
+		if !signalled && seq >= target {
+			signalled = true
+			if caughtUp != nil {
+				caughtUp()
+			}
+		}
+	}
+	signal(after)
+	err = s.consume(ctx, after+1, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		seq := md.Sequence.Stream
+		b, derr := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding))
+		apply(seq, m.Subject(), b, derr)
+		// Caught up means the leader's last sequence as of the start was
+		// applied. NumPending is not used: a replica that is behind would
+		// report nothing pending early.
+		signal(seq)
+		return false, nil
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("follow: %w", err)
+	}
+	return err
+}
+
+// Message is one stored message as Scan delivers it.
+type Message struct {
+	Seq     uint64
+	Subject string
+	MsgID   string // Nats-Msg-Id
+	Time    time.Time
+	Batch   events.Batch
+	Err     error // the body could not be decoded
+}
+
+// Scan delivers the messages with sequences in [from, to] in order (to = 0:
+// up to the last message stored when Scan starts, as the stream leader
+// knows it; a larger to is cut to that). fn returning an error stops the
+// scan with that error.
+func (s *Store) Scan(ctx context.Context, from, to uint64, fn func(Message) error) error {
+	// Read up to the stream's last sequence as its leader knows it; the
+	// consumer may be served by a replica that has not reached it yet, so
+	// its NumPending cannot tell where the log ends.
+	info, err := s.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if to == 0 || to > info.LastSeq {
+		to = info.LastSeq
+	}
+	from = max(from, 1)
+	if to < from {
+		return nil
+	}
+	err = s.consume(ctx, from, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		seq := md.Sequence.Stream
+		if seq > to {
+			return true, nil
+		}
+		b, derr := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding))
+		msg := Message{Seq: seq, Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader), Time: md.Timestamp, Batch: b, Err: derr}
+		if err := fn(msg); err != nil {
+			return true, err
+		}
+		return seq >= to, nil
+	})
+	if err != nil {
+		return fmt.Errorf("scan: %w", err)
+	}
+	return nil
+}
+
+// consume reads the whole stream from sequence from through an ordered consumer and hands each message to fn until fn
+// reports done or an error, or ctx ends (then it returns ctx.Err()).
+func (s *Store) consume(ctx context.Context, from uint64, fn func(jetstream.Msg, *jetstream.MsgMetadata) (done bool, err error)) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = from
+	}
+	cons, err := s.js.OrderedConsumer(ctx, s.cfg.Stream, cfg)
+	if err != nil {
+		return err
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2000))
+	if err != nil {
+		return err
+	}
+	defer iter.Stop()
+	stop := context.AfterFunc(ctx, iter.Stop)
+	defer stop()
+	for {
+		m, err := iter.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		if done, err := fn(m, md); done || err != nil {
+			return err
+		}
+	}
+}
+
