@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/retailpulse/retailpulse/events"
+	"github.com/retailpulse/retailpulse/events/jsstore"
 )
 
 type replayOutput struct {
@@ -124,5 +127,78 @@ func TestCompareModels_ReportsDifferences(t *testing.T) {
 	got := compareModels(a, b)
 	if len(got) != 2 || !strings.Contains(got[0], "job 1") || !strings.Contains(got[1], "job 2: completed with") {
 		t.Fatalf("problems = %q", got)
+	}
+}
+
+// A job acked while unfinished is stranded: verify reports it (exit 1),
+// requeue puts it back, the service finishes it, and verify agrees again.
+func TestVerify_FindsAndRequeuesStranded(t *testing.T) {
+	img := newImageServer(t)
+	dir := t.TempDir()
+	ns, err := jsstore.StartServer(jsstore.ServerConfig{Name: "retailpulse", StoreDir: filepath.Join(dir, "nats"), SyncAlways: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := jsstore.ConnectInProcess(ns, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	store, err := jsstore.Open(ctx, nc, jsstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := &events.JobSubmitted{Count: 1, Visits: []events.Visit{{StoreID: storeA, ImageURLs: []string{img.URL + "/8x8.png"}, VisitTime: "t"}}}
+	lost, err := store.Submit(ctx, sub, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting, err := store.Submit(ctx, sub, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := store.NextJob(ctx)
+	if err != nil || d.JobID() != lost {
+		t.Fatalf("delivery: %v", err)
+	}
+	if err := d.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	ns.Shutdown()
+	ns.WaitForShutdown()
+
+	code, out, errs := runMain(t, "verify", "--data-dir", dir)
+	if code != exitError || !strings.Contains(out, fmt.Sprintf("STRANDED job %d:", lost)) || strings.Contains(out, fmt.Sprintf("job %d:", waiting)) {
+		t.Fatalf("verify with a stranded job: exit %d\n%s%s", code, out, errs)
+	}
+	for _, tt := range []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"requeue", "--data-dir", dir}, exitUsage, ""},
+		{[]string{"requeue", "--data-dir", dir, "x1"}, exitUsage, ""},
+		{[]string{"requeue", "--data-dir", dir, fmt.Sprint(waiting)}, exitError, "waiting for an owner"},
+		{[]string{"requeue", "--data-dir", dir, "--reason", "lost in test", fmt.Sprint(lost)}, exitOK, "requeued"},
+		{[]string{"requeue", "--data-dir", dir, fmt.Sprint(lost)}, exitError, "not requeued"},
+	} {
+		code, out, errs := runMain(t, tt.args...)
+		if code != tt.code || !strings.Contains(out, tt.out) {
+			t.Fatalf("%v: exit %d %q %q; want exit %d and %q", tt.args, code, out, errs, tt.code, tt.out)
+		}
+	}
+
+	app := startApp(t, dir)
+	app.waitDone(t, lost)
+	app.waitDone(t, waiting)
+	app.stop()
+	code, out, errs = runMain(t, "verify", "--data-dir", dir)
+	if code != exitOK || !strings.Contains(out, "none stranded") {
+		t.Fatalf("verify after requeue: exit %d\n%s%s", code, out, errs)
+	}
+	if code, _, _ := runMain(t, "verify", "--data-dir", filepath.Join(dir, "missing")); code != exitUsage {
+		t.Fatalf("verify that cannot run: exit %d, want %d", code, exitUsage)
 	}
 }

@@ -230,8 +230,13 @@ func (s *Store) WorkState(ctx context.Context) (WorkState, error) {
 	return ws, err
 }
 
-// ErrJobTerminal: the job has completed; there is nothing to requeue.
-var ErrJobTerminal = errors.New("job already completed")
+// Requeue refusals.
+var (
+	// ErrJobTerminal: the job has completed; there is nothing to requeue.
+	ErrJobTerminal = errors.New("job already completed")
+	// ErrRequeued: the job's last event is a requeue; it waits for an owner.
+	ErrRequeued = errors.New("job already requeued and not taken since")
+)
 
 // Requeue puts an unfinished job back on the work queue by appending a
 // JobRequeued event on rp.job.<id>.requeued, which the work consumer
@@ -239,8 +244,9 @@ var ErrJobTerminal = errors.New("job already completed")
 // message, like every write to a job: if the job moves meanwhile it returns
 // events.ErrFenced and stores nothing. An owner still running the job loses
 // its fence, so at most one owner writes after a requeue. It returns
-// events.ErrJobNotFound or ErrJobTerminal when there is nothing to requeue;
-// retried with the same job state, it stores the event once.
+// events.ErrJobNotFound, ErrJobTerminal or ErrRequeued when there is
+// nothing to requeue; retried with the same job state, it stores the event
+// once.
 func (s *Store) Requeue(ctx context.Context, id uint64, ev *events.JobRequeued) (uint64, error) {
 	if _, err := s.Submission(ctx, id); err != nil {
 		return 0, err
@@ -251,8 +257,11 @@ func (s *Store) Requeue(ctx context.Context, id uint64, ev *events.JobRequeued) 
 	}
 	fence := uint64(0)
 	if last != nil {
-		if _, kind, _ := events.ParseJobSubject(last.Subject); kind == events.KindCompleted {
+		switch _, kind, _ := events.ParseJobSubject(last.Subject); kind {
+		case events.KindCompleted:
 			return 0, fmt.Errorf("requeue job %d: %w", id, ErrJobTerminal)
+		case events.KindRequeued:
+			return 0, fmt.Errorf("requeue job %d: %w", id, ErrRequeued)
 		}
 		fence = last.Sequence
 	}
