@@ -147,4 +147,3 @@ func (s *Store) consume(ctx context.Context, from uint64, fn func(jetstream.Msg,
 		}
 	}
 }
-
