@@ -182,7 +182,7 @@ func BenchmarkEngine_Job(b *testing.B) {
 		runBenchEngine(b, store, q)
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := store.Submit(context.Background(), sub, ""); err != nil {
+			if _, _, err := store.Submit(context.Background(), sub, ""); err != nil {
 				b.Fatal(err)
 			}
 			<-q.done

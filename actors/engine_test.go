@@ -83,7 +83,7 @@ func startEngine(t *testing.T, store *jsstore.Store, owner string, mutate func(*
 
 func submit(t *testing.T, store *jsstore.Store, urls ...string) uint64 {
 	t.Helper()
-	id, err := store.Submit(context.Background(), &events.JobSubmitted{Count: 1, Visits: []events.Visit{{StoreID: "S1", ImageURLs: urls, VisitTime: "t"}}}, "")
+	id, _, err := store.Submit(context.Background(), &events.JobSubmitted{Count: 1, Visits: []events.Visit{{StoreID: "S1", ImageURLs: urls, VisitTime: "t"}}}, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,9 @@
 package events
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -58,6 +61,18 @@ func (e *JobSubmitted) Images() int {
 		n += len(v.ImageURLs)
 	}
 	return n
+}
+
+// Digest identifies the job's content (count and visits, not SubmittedAt):
+// two submissions with the same digest ask for the same work. Used to tell
+// an idempotent retry from a reused Idempotency-Key.
+func (e *JobSubmitted) Digest() string {
+	b, _ := json.Marshal(struct {
+		Count  int     `json:"count"`
+		Visits []Visit `json:"visits"`
+	}{e.Count, e.Visits})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // JobStarted records that an owner took the job (one per delivery).
@@ -178,6 +193,9 @@ var (
 	ErrStorageFull = errors.New("event log full")
 	// ErrFenced: an append lost its fence: another owner wrote to the job.
 	ErrFenced = errors.New("job fenced by another owner")
+	// ErrIdempotencyConflict: an Idempotency-Key already names a job with
+	// other content.
+	ErrIdempotencyConflict = errors.New("idempotency key reused with a different job")
 	// ErrUnavailable: the event log cannot be reached or has no quorum now;
 	// retry later. Nothing was stored (or, for a write whose answer was
 	// lost, a retry with the same identity resolves it).

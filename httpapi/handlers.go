@@ -2,6 +2,8 @@ package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,8 +16,11 @@ import (
 // hands the job to Jobs.Submit and answers 201 {"job_id": N}.
 //
 // An Idempotency-Key header (at most MaxIdempotencyKeyLength printable ASCII
-// characters) is passed to Jobs.Submit, so a client may retry a submission
-// whose answer it lost without creating a second job. Content-Type is not
+// characters) is passed to Jobs.Submit, scoped to the caller's API token
+// when tokens are on, so a client may retry a submission whose answer it
+// lost without creating a second job: the retry answers 201 with the same
+// id and Idempotent-Replayed: true. The same key with a different job
+// answers 422 and stores nothing. Content-Type is not
 // checked: the body is parsed as JSON whatever it claims to be.
 func (h *handler) submit(w http.ResponseWriter, r *http.Request) {
 	key := r.Header.Get("Idempotency-Key")
@@ -42,9 +47,20 @@ func (h *handler) submit(w http.ResponseWriter, r *http.Request) {
 	}
 	job.SubmittedAt = h.now().UTC()
 
-	id, err := h.jobs.Submit(r.Context(), job, key)
+	if key != "" && len(h.tokens) > 0 {
+		// Keys are scoped per API token: one client's key never names
+		// another client's job.
+		given, _ := bearerToken(r.Header.Get("Authorization"))
+		sum := sha256.Sum256([]byte(given))
+		key = hex.EncodeToString(sum[:8]) + "/" + key
+	}
+	id, replayed, err := h.jobs.Submit(r.Context(), job, key)
 	switch {
 	case err == nil:
+	case errors.Is(err, events.ErrIdempotencyConflict):
+		h.reject("invalid")
+		writeError(w, http.StatusUnprocessableEntity, "Idempotency-Key was already used for a different job; send a new key for a new job")
+		return
 	case errors.Is(err, events.ErrOverloaded):
 		h.unavailable(w, r, err, "service is at capacity, retry later")
 		return
@@ -63,6 +79,9 @@ func (h *handler) submit(w http.ResponseWriter, r *http.Request) {
 	default:
 		h.internalError(w, r, err)
 		return
+	}
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	w.Header().Set("Location", "/api/status?jobid="+strconv.FormatUint(id, 10))
 	writeJSON(w, http.StatusCreated, submitResponse{JobID: id})

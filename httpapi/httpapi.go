@@ -36,10 +36,12 @@ import (
 // concurrent use.
 type Jobs interface {
 	// Submit durably records the job and returns its id. The same non-empty
-	// idempotencyKey returns the same id without creating a new job.
-	// events.ErrOverloaded and events.ErrStorageFull become 503 with
+	// idempotencyKey with the same job returns the same id without creating
+	// a new job (replayed = true); with another job it returns
+	// events.ErrIdempotencyConflict (422). events.ErrOverloaded,
+	// events.ErrStorageFull and events.ErrUnavailable become 503 with
 	// Retry-After.
-	Submit(ctx context.Context, job *events.JobSubmitted, idempotencyKey string) (uint64, error)
+	Submit(ctx context.Context, job *events.JobSubmitted, idempotencyKey string) (id uint64, replayed bool, err error)
 	// Status returns the job's current view, or events.ErrJobNotFound.
 	Status(ctx context.Context, id uint64) (events.JobView, error)
 }

@@ -41,7 +41,7 @@ func newMemJobs() *memJobs {
 	}
 }
 
-func (m *memJobs) Submit(_ context.Context, job *events.JobSubmitted, key string) (uint64, error) {
+func (m *memJobs) Submit(_ context.Context, job *events.JobSubmitted, key string) (uint64, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.panicMsg != "" {
@@ -49,10 +49,13 @@ func (m *memJobs) Submit(_ context.Context, job *events.JobSubmitted, key string
 	}
 	m.lastKey = key
 	if m.submitErr != nil {
-		return 0, m.submitErr
+		return 0, false, m.submitErr
 	}
 	if id, ok := m.keys[key]; ok && key != "" {
-		return id, nil
+		if m.submitted[id].Digest() != job.Digest() {
+			return 0, false, events.ErrIdempotencyConflict
+		}
+		return id, true, nil
 	}
 	m.next++
 	m.submitted[m.next] = job
@@ -60,7 +63,7 @@ func (m *memJobs) Submit(_ context.Context, job *events.JobSubmitted, key string
 	if key != "" {
 		m.keys[key] = m.next
 	}
-	return m.next, nil
+	return m.next, false, nil
 }
 
 func (m *memJobs) Status(_ context.Context, id uint64) (events.JobView, error) {
@@ -198,14 +201,20 @@ func TestHandler_SubmitIdempotencyKey(t *testing.T) {
 	h := mustHandler(t, Config{Jobs: jobs})
 	b := body(1, visit("S1", "u"))
 
-	for range 2 {
+	for i, replayed := range []string{"", "true"} {
 		rec := serve(h, http.MethodPost, "/api/submit/", b, "Idempotency-Key", "order-42")
 		checkJSON(t, rec, http.StatusCreated, `{"job_id":1}`)
 		if jobs.lastKey != "order-42" {
 			t.Errorf("key = %q, want order-42", jobs.lastKey)
 		}
+		if got := rec.Header().Get("Idempotent-Replayed"); got != replayed {
+			t.Errorf("submit %d: Idempotent-Replayed = %q, want %q", i, got, replayed)
+		}
 	}
-	rec := serve(h, http.MethodPost, "/api/submit/", b, "Idempotency-Key", "order-43")
+	// The same key with another job is refused and stores nothing.
+	rec := serve(h, http.MethodPost, "/api/submit/", body(1, visit("S1", "other")), "Idempotency-Key", "order-42")
+	checkJSON(t, rec, http.StatusUnprocessableEntity, errorBody("Idempotency-Key was already used for a different job; send a new key for a new job"))
+	rec = serve(h, http.MethodPost, "/api/submit/", b, "Idempotency-Key", "order-43")
 	checkJSON(t, rec, http.StatusCreated, `{"job_id":2}`)
 
 	longest := strings.Repeat("k", MaxIdempotencyKeyLength)
@@ -225,6 +234,22 @@ func TestHandler_SubmitIdempotencyKey(t *testing.T) {
 			rec := serve(h, http.MethodPost, "/api/submit/", b, "Idempotency-Key", key)
 			checkJSON(t, rec, http.StatusBadRequest, bad)
 		})
+	}
+}
+
+// With API tokens, idempotency keys are scoped per token: two clients
+// using the same key get two jobs.
+func TestHandler_IdempotencyKeyScopedPerToken(t *testing.T) {
+	jobs := newMemJobs()
+	h := mustHandler(t, Config{Jobs: jobs, APITokens: []string{"alice-token", "bob-token"}})
+	b := body(1, visit("S1", "u"))
+	for _, tt := range []struct{ token, want string }{
+		{"alice-token", `{"job_id":1}`},
+		{"bob-token", `{"job_id":2}`},
+		{"alice-token", `{"job_id":1}`},
+	} {
+		rec := serve(h, http.MethodPost, "/api/submit/", b, "Idempotency-Key", "k", "Authorization", "Bearer "+tt.token)
+		checkJSON(t, rec, http.StatusCreated, tt.want)
 	}
 }
 

@@ -92,6 +92,7 @@ var (
 // valid: every method is then a no-op.
 type Metrics struct {
 	jobsSubmitted prometheus.Counter
+	jobsReplayed  prometheus.Counter
 	jobsFinished  *prometheus.CounterVec
 	jobsActive    prometheus.Gauge
 
@@ -124,6 +125,10 @@ func New(reg prometheus.Registerer) *Metrics {
 		return nil
 	}
 	m := &Metrics{
+		jobsReplayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "jobs_submit_replays_total",
+			Help: "Submits answered with an existing job's id because they repeated its Idempotency-Key and content.",
+		}),
 		jobsSubmitted: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "jobs_submitted_total",
 			Help: "Jobs accepted by this instance's submit endpoint.",
@@ -223,7 +228,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.jobsSubmitted, m.jobsFinished, m.jobsActive,
+		m.jobsSubmitted, m.jobsReplayed, m.jobsFinished, m.jobsActive,
 		m.imagesProcessed, m.imagesFailed, m.imagesInflight, m.imageSeconds, m.downloadSeconds,
 		m.appendSeconds, m.batchEvents,
 		m.projectionSequence, m.projectionApplied, m.projectionDuplicates,
@@ -246,6 +251,14 @@ func (m *Metrics) JobSubmitted() {
 		return
 	}
 	m.jobsSubmitted.Inc()
+}
+
+// JobReplayed counts one submit answered as a replay of an earlier one.
+func (m *Metrics) JobReplayed() {
+	if m == nil {
+		return
+	}
+	m.jobsReplayed.Inc()
 }
 
 // JobFinished counts one job finished with status "completed" or "failed";

@@ -222,6 +222,15 @@ func TestMetrics_SubmitRejected(t *testing.T) {
 	}
 }
 
+func TestMetrics_JobReplayed(t *testing.T) {
+	m, reg := MustNew(t)
+	m.JobSubmitted()
+	m.JobReplayed()
+	m.JobReplayed()
+	assertValue(t, reg, "retailpulse_jobs_submitted_total", nil, 1)
+	assertValue(t, reg, "retailpulse_jobs_submit_replays_total", nil, 2)
+}
+
 func TestMetrics_LogWritable(t *testing.T) {
 	m, reg := MustNew(t)
 	assertValue(t, reg, "retailpulse_event_log_writable", nil, 0)

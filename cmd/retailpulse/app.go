@@ -386,21 +386,21 @@ func driftMessage(e *jsstore.DriftError) string {
 // when MaxPendingSubmits are being stored or MaxQueuedJobs wait for an
 // owner, and events.ErrStorageFull when the log is nearly full (the rest is
 // kept for running jobs); nothing is stored then.
-func (a *App) Submit(ctx context.Context, job *events.JobSubmitted, key string) (uint64, error) {
+func (a *App) Submit(ctx context.Context, job *events.JobSubmitted, key string) (uint64, bool, error) {
 	select {
 	case a.submits <- struct{}{}:
 		defer func() { <-a.submits }()
 	default:
 		a.metrics.SubmitRejected("overloaded")
-		return 0, events.ErrOverloaded
+		return 0, false, events.ErrOverloaded
 	}
-	id, err := uint64(0), a.admission.Check()
+	id, replayed, err := uint64(0), false, a.admission.Check()
 	if err == nil && !a.writable.Load() {
 		err = fmt.Errorf("%w: the last probe found no stream leader with quorum", events.ErrUnavailable)
 	}
 	if err == nil {
 		sctx, cancel := context.WithTimeout(ctx, a.cfg.SubmitTimeout)
-		id, err = a.store.Submit(sctx, job, key)
+		id, replayed, err = a.store.Submit(sctx, job, key)
 		cancel()
 	}
 	if err != nil {
@@ -409,6 +409,8 @@ func (a *App) Submit(ctx context.Context, job *events.JobSubmitted, key string) 
 			a.metrics.SubmitRejected(metrics.RejectUnavailable)
 		case errors.Is(err, events.ErrStorageFull):
 			a.metrics.SubmitRejected("storage_full")
+		case errors.Is(err, events.ErrIdempotencyConflict):
+			a.metrics.SubmitRejected("invalid")
 		case errors.Is(err, events.ErrJobTooLarge):
 			a.metrics.SubmitRejected("too_large")
 		case errors.Is(err, events.ErrOverloaded):
@@ -416,12 +418,17 @@ func (a *App) Submit(ctx context.Context, job *events.JobSubmitted, key string) 
 		default:
 			a.metrics.SubmitRejected("other")
 		}
-		return 0, err
+		return 0, false, err
+	}
+	if replayed {
+		a.metrics.JobReplayed()
+		a.log.Info("job submission replayed", "job_id", id)
+		return id, true, nil
 	}
 	a.admission.Admitted()
 	a.metrics.JobSubmitted()
 	a.log.Info("job submitted", "job_id", id, "visits", len(job.Visits), "images", job.Images())
-	return id, nil
+	return id, false, nil
 }
 
 // Results implements httpapi.Results: per-image results, read from the

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/retailpulse/retailpulse/events/jsstore/jstest"
 )
 
 // hostileServer misbehaves in the ways image hosts do.
@@ -159,31 +162,68 @@ func TestService_OverloadRefusesAndLosesNothing(t *testing.T) {
 	}
 }
 
+// The same Idempotency-Key and job answer the first job's id, also when
+// the retries race the first submit; the same key with another job is
+// refused with 422 and creates nothing; replays are counted as such.
 func TestService_IdempotencyKey(t *testing.T) {
 	img := newImageServer(t)
 	app := startApp(t, t.TempDir())
 	body := jobBody(visit{storeA, []string{img.URL + "/3x3.png"}, "t"})
-	var ids []string
-	for range 2 {
+	post := func(body, key string) (int, string) {
 		req, _ := http.NewRequest("POST", app.url+"/api/submit/", strings.NewReader(body))
-		req.Header.Set("Idempotency-Key", "order-7781")
+		req.Header.Set("Idempotency-Key", key)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			t.Fatal(err)
+			t.Error(err)
+			return 0, ""
 		}
-		var buf strings.Builder
-		fmt.Fprint(&buf, resp.StatusCode, " ")
-		b := make([]byte, 64)
-		n, _ := resp.Body.Read(b)
-		resp.Body.Close()
-		ids = append(ids, buf.String()+string(b[:n]))
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
 	}
-	if ids[0] != ids[1] || !strings.HasPrefix(ids[0], "201 ") {
-		t.Fatalf("two submits with one key: %q", ids)
+	answers := make([]string, 8)
+	var wg sync.WaitGroup
+	for i := range answers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, b := post(body, "order-7781")
+			answers[i] = fmt.Sprint(code, " ", b)
+		}()
 	}
-	if n := len(app.projection.Model().Jobs()); n > 1 {
-		t.Fatalf("%d jobs created", n)
+	wg.Wait()
+	for _, a := range answers {
+		if a != answers[0] || !strings.HasPrefix(a, "201 ") {
+			t.Fatalf("concurrent submits with one key: %q", answers)
+		}
 	}
+	other := jobBody(visit{storeA, []string{img.URL + "/4x4.png"}, "t"})
+	if code, b := post(other, "order-7781"); code != http.StatusUnprocessableEntity || !strings.Contains(b, "different job") {
+		t.Fatalf("same key, other job: %d %s", code, b)
+	}
+	jstest.CheckFor(t, 10*time.Second, func() error {
+		if n := len(app.projection.Model().Jobs()); n != 1 {
+			return fmt.Errorf("%d jobs in the read model, want 1", n)
+		}
+		return nil
+	})
+	_, metricsText := getText(t, app.url+"/metrics")
+	for _, want := range []string{"retailpulse_jobs_submitted_total 1\n", "retailpulse_jobs_submit_replays_total 7\n"} {
+		if !strings.Contains(metricsText, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+func getText(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func TestService_APIToken(t *testing.T) {

@@ -150,11 +150,11 @@ func TestVerify_FindsAndRequeuesStranded(t *testing.T) {
 		t.Fatal(err)
 	}
 	sub := &events.JobSubmitted{Count: 1, Visits: []events.Visit{{StoreID: storeA, ImageURLs: []string{img.URL + "/8x8.png"}, VisitTime: "t"}}}
-	lost, err := store.Submit(ctx, sub, "")
+	lost, _, err := store.Submit(ctx, sub, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	waiting, err := store.Submit(ctx, sub, "")
+	waiting, _, err := store.Submit(ctx, sub, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func populate(tb testing.TB, dataDir string, jobs, images, perMsg int) (lastJob 
 		go func() {
 			defer wg.Done()
 			for range work {
-				id, err := store.Submit(ctx, sub, "")
+				id, _, err := store.Submit(ctx, sub, "")
 				if err != nil {
 					tb.Error(err)
 					return

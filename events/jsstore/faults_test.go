@@ -67,7 +67,7 @@ func TestStore_SharedOpenRefusesDrift(t *testing.T) {
 func TestStore_LoadJobCreatesNoConsumer(t *testing.T) {
 	s := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{})
 	ctx := context.Background()
-	id, _ := s.Submit(ctx, sampleJob("a", "b", "c"), "")
+	id, _, _ := s.Submit(ctx, sampleJob("a", "b", "c"), "")
 	fence := uint64(0)
 	for i := range 3 {
 		seq, err := s.Append(ctx, id, events.KindImages, fence, fmt.Sprint("m", i), processed(0, i))
@@ -95,7 +95,7 @@ func TestStore_RequeueDeliversTheJobAgain(t *testing.T) {
 	s := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{AckWait: time.Hour})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	id, _ := s.Submit(ctx, sampleJob("a"), "")
+	id, _, _ := s.Submit(ctx, sampleJob("a"), "")
 	d, err := s.NextJob(ctx)
 	if err != nil || d.JobID() != id {
 		t.Fatalf("delivery: %v", err)
@@ -163,7 +163,7 @@ func TestStore_WritesSurviveLeaderStepDowns(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			time.Sleep(time.Duration(i) * 50 * time.Millisecond)
-			ids[i], errs[i] = s.Submit(ctx, sampleJob(fmt.Sprint("img-", i)), fmt.Sprint("key-", i))
+			ids[i], _, errs[i] = s.Submit(ctx, sampleJob(fmt.Sprint("img-", i)), fmt.Sprint("key-", i))
 			if errs[i] != nil {
 				return
 			}

@@ -200,11 +200,17 @@ func (s *Store) JetStream() jetstream.JetStream { return s.js }
 
 // Submit stores a submission and returns its sequence, the job id. A
 // non-empty idempotencyKey makes a retry within the dedup window return the
-// first submission's id without storing anything.
-func (s *Store) Submit(ctx context.Context, sub *events.JobSubmitted, idempotencyKey string) (uint64, error) {
+// first submission's id without storing anything (replayed = true), if it
+// asks for the same work (events.JobSubmitted.Digest); the same key with
+// other content returns events.ErrIdempotencyConflict. Concurrent
+// submissions with one key are resolved by the log: one is stored, the
+// others wait for it and replay it. Transient failures are retried with the
+// same message identity until ctx ends, so a stored submission whose
+// acknowledgement was lost is never stored twice.
+func (s *Store) Submit(ctx context.Context, sub *events.JobSubmitted, idempotencyKey string) (id uint64, replayed bool, err error) {
 	body, err := events.Encode(0, sub)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	msg := nats.NewMsg(events.SubjectSubmitted)
 	msg.Header.Set(events.HeaderType, string(events.TypeJobSubmitted))
@@ -212,21 +218,21 @@ func (s *Store) Submit(ctx context.Context, sub *events.JobSubmitted, idempotenc
 	msg.Header.Set(events.HeaderCount, "1")
 	if len(body) > s.cfg.CompressAbove {
 		if body, err = events.Compress(body); err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		msg.Header.Set(events.HeaderEncoding, events.EncodingGzip)
 	}
 	if int64(len(body))+1024 > s.nc.MaxPayload() {
-		return 0, fmt.Errorf("%w: %d bytes stored, limit %d", events.ErrJobTooLarge, len(body), s.nc.MaxPayload()-1024)
+		return 0, false, fmt.Errorf("%w: %d bytes stored, limit %d", events.ErrJobTooLarge, len(body), s.nc.MaxPayload()-1024)
 	}
 	msg.Data = body
-	id := "submit/" + nuid.Next()
+	msgID := "submit/" + nuid.Next()
 	if idempotencyKey != "" {
-		id = "submit/key/" + idempotencyKey
+		msgID = "submit/key/" + idempotencyKey
 	}
 	var ack *jetstream.PubAck
 	err = retry(ctx, func(ctx context.Context) error {
-		a, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
+		a, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID))
 		if err != nil {
 			return classify(err)
 		}
@@ -234,9 +240,20 @@ func (s *Store) Submit(ctx context.Context, sub *events.JobSubmitted, idempotenc
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("submit: %w", err)
+		return 0, false, fmt.Errorf("submit: %w", err)
 	}
-	return ack.Sequence, nil
+	if !ack.Duplicate || idempotencyKey == "" {
+		// A duplicate without a key is our own retry whose first answer was lost.
+		return ack.Sequence, false, nil
+	}
+	first, err := s.Submission(ctx, ack.Sequence)
+	if err != nil {
+		return 0, false, fmt.Errorf("submit: read the job the key names: %w", err)
+	}
+	if first.Digest() != sub.Digest() {
+		return 0, false, fmt.Errorf("%w: the key names job %d", events.ErrIdempotencyConflict, ack.Sequence)
+	}
+	return ack.Sequence, true, nil
 }
 
 // classify marks errors that retrying cannot fix as permanent, by error

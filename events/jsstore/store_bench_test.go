@@ -39,7 +39,7 @@ type benchAppender struct {
 }
 
 func newBenchAppender(b *testing.B, s *jsstore.Store) *benchAppender {
-	id, err := s.Submit(context.Background(), benchJob(1), "")
+	id, _, err := s.Submit(context.Background(), benchJob(1), "")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func BenchmarkStore_Submit(b *testing.B) {
 			sub := benchJob(images)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := s.Submit(context.Background(), sub, ""); err != nil {
+				if _, _, err := s.Submit(context.Background(), sub, ""); err != nil {
 					b.Fatal(err)
 				}
 			}

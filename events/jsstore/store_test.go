@@ -31,15 +31,20 @@ func TestStore_Contract(t *testing.T) {
 			ctx := context.Background()
 
 			t.Run("submit returns the sequence as job id, idempotently by key", func(t *testing.T) {
-				id1, err := s.Submit(ctx, sampleJob("http://x/a.jpg"), "key-1")
-				if err != nil {
-					t.Fatal(err)
+				id1, replayed, err := s.Submit(ctx, sampleJob("http://x/a.jpg"), "key-1")
+				if err != nil || replayed {
+					t.Fatalf("first submit: replayed %v, %v", replayed, err)
 				}
-				again, err := s.Submit(ctx, sampleJob("http://x/a.jpg"), "key-1")
-				if err != nil || again != id1 {
-					t.Fatalf("retry with same key: %d, %v; want %d", again, err, id1)
+				retried := sampleJob("http://x/a.jpg")
+				retried.SubmittedAt = time.Now() // the time of the retry is not part of the job
+				again, replayed, err := s.Submit(ctx, retried, "key-1")
+				if err != nil || again != id1 || !replayed {
+					t.Fatalf("retry with same key: %d, replayed %v, %v; want a replay of %d", again, replayed, err, id1)
 				}
-				id2, err := s.Submit(ctx, sampleJob("http://x/a.jpg"), "")
+				if other, _, err := s.Submit(ctx, sampleJob("http://x/other.jpg"), "key-1"); !errors.Is(err, events.ErrIdempotencyConflict) {
+					t.Fatalf("same key, other job: %d, %v; want ErrIdempotencyConflict", other, err)
+				}
+				id2, _, err := s.Submit(ctx, sampleJob("http://x/a.jpg"), "")
 				if err != nil || id2 <= id1 {
 					t.Fatalf("second job id %d (err %v) not above %d", id2, err, id1)
 				}
@@ -49,7 +54,7 @@ func TestStore_Contract(t *testing.T) {
 			})
 
 			t.Run("fenced appends: retries resolve to the first write, stale owners are refused", func(t *testing.T) {
-				id, err := s.Submit(ctx, sampleJob("a", "b", "c"), "")
+				id, _, err := s.Submit(ctx, sampleJob("a", "b", "c"), "")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -71,7 +76,7 @@ func TestStore_Contract(t *testing.T) {
 					t.Fatalf("second append: %d %v", seq2, err)
 				}
 				// Another job's appends do not move this job's fence.
-				other, _ := s.Submit(ctx, sampleJob("z"), "")
+				other, _, _ := s.Submit(ctx, sampleJob("z"), "")
 				if _, err := s.Append(ctx, other, events.KindStarted, 0, "owner-c/0", &events.JobStarted{Attempt: 1}); err != nil {
 					t.Fatal(err)
 				}
@@ -109,7 +114,7 @@ func TestStore_Contract(t *testing.T) {
 					}
 					return nil
 				})
-				id, err := s.Submit(ctx, sampleJob("a"), "")
+				id, _, err := s.Submit(ctx, sampleJob("a"), "")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -154,7 +159,7 @@ func TestStore_FullStreamRefusesWithErrStorageFull(t *testing.T) {
 	long := strings.Repeat("x", 60<<10)
 	var err error
 	for i := 0; i < 100 && err == nil; i++ {
-		_, err = s.Submit(ctx, sampleJob("http://x/"+fmt.Sprint(i)+long[:60<<10-100]), "")
+		_, _, err = s.Submit(ctx, sampleJob("http://x/"+fmt.Sprint(i)+long[:60<<10-100]), "")
 	}
 	if !errors.Is(err, events.ErrStorageFull) {
 		t.Fatalf("err = %v, want ErrStorageFull", err)
@@ -172,7 +177,7 @@ func TestAdmission_RefusesNearFullAndWhenQueueIsLong(t *testing.T) {
 		t.Fatalf("empty stream refused: %v", err)
 	}
 	for range 3 {
-		if _, err := s.Submit(ctx, sampleJob("http://x/a.jpg"), ""); err != nil {
+		if _, _, err := s.Submit(ctx, sampleJob("http://x/a.jpg"), ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -183,7 +188,7 @@ func TestAdmission_RefusesNearFullAndWhenQueueIsLong(t *testing.T) {
 	a.MaxQueued = 0
 	long := strings.Repeat("y", 50<<10)
 	for i := 0; i < 40; i++ { // until past the 90% mark (or full)
-		if _, err := s.Submit(ctx, sampleJob("http://x/"+fmt.Sprint(i)+long[:30<<10]), ""); err != nil {
+		if _, _, err := s.Submit(ctx, sampleJob("http://x/"+fmt.Sprint(i)+long[:30<<10]), ""); err != nil {
 			break
 		}
 	}
@@ -204,7 +209,7 @@ func TestSnapshots_SaveLoadAndRefuseForeignStream(t *testing.T) {
 	if _, err := sn.Load(ctx); !errors.Is(err, jsstore.ErrNoSnapshot) {
 		t.Fatalf("empty bucket: %v", err)
 	}
-	id, _ := s.Submit(ctx, sampleJob("a", "b"), "")
+	id, _, _ := s.Submit(ctx, sampleJob("a", "b"), "")
 	model := events.NewReadModel()
 	p := jsstore.NewProjection(s, model, nil, nil)
 	pctx, cancel := context.WithCancel(ctx)
@@ -250,7 +255,7 @@ func TestStore_ReclaimJobsRedeliversOnlyUnacked(t *testing.T) {
 	defer cancel()
 	var ids []uint64
 	for _, tag := range []string{"a", "b", "c", "d"} {
-		id, err := s.Submit(ctx, sampleJob(tag), "")
+		id, _, err := s.Submit(ctx, sampleJob(tag), "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -301,7 +306,7 @@ func TestStore_LargestJobIsStoredWhole(t *testing.T) {
 		urls = append(urls, fmt.Sprintf("https://images.example.com/retail/2026/11/23/store-visits/%08d-%s.jpg", i, strings.Repeat("x", 12)))
 	}
 	sub := &events.JobSubmitted{Count: 1, Visits: []events.Visit{{StoreID: "S1", ImageURLs: urls, VisitTime: "t"}}}
-	id, err := s.Submit(ctx, sub, "")
+	id, _, err := s.Submit(ctx, sub, "")
 	if err != nil {
 		t.Fatal(err)
 	}
