@@ -105,6 +105,9 @@ type Engine struct {
 	cfg        Config
 	imageSlots chan struct{}
 	active     atomic.Int64
+
+	mu   sync.Mutex
+	jobs map[*jobActor]struct{} // running job actors
 }
 
 // NewEngine validates cfg and returns an engine ready to Run.
@@ -112,7 +115,20 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg, imageSlots: make(chan struct{}, cfg.ImageSlots)}, nil
+	return &Engine{cfg: cfg, imageSlots: make(chan struct{}, cfg.ImageSlots), jobs: map[*jobActor]struct{}{}}, nil
+}
+
+// MailboxBacklog returns the messages waiting in every running job actor's
+// mailbox: outcomes reported by store actors and not yet appended. Safe for
+// concurrent use.
+func (e *Engine) MailboxBacklog() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for a := range e.jobs {
+		n += len(a.mailbox)
+	}
+	return n
 }
 
 // Active returns the number of jobs this instance owns now.
@@ -157,6 +173,14 @@ loop:
 			e.active.Add(1)
 			defer e.active.Add(-1)
 			a := newJobActor(e, d)
+			e.mu.Lock()
+			e.jobs[a] = struct{}{}
+			e.mu.Unlock()
+			defer func() {
+				e.mu.Lock()
+				delete(e.jobs, a)
+				e.mu.Unlock()
+			}()
 			if err := guard(fmt.Sprintf("job %d", d.JobID()), func() error { return a.Run(hard, ctx.Done()) }); err != nil {
 				log.Error("job actor", "job_id", d.JobID(), "err", err)
 				if !a.settledDelivery { // a panic: the actor did not hand its job back

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -386,4 +387,48 @@ func TestEngine_UnloadableDeliveryIsHandedBackNotAcked(t *testing.T) {
 	if rel != 1 || acks != 1 || terms != 0 {
 		t.Fatalf("releases %d acks %d terms %d; want the failed load released once, then one ack", rel, acks, terms)
 	}
+}
+
+// panicObserver panics in the job actor on the first processed image, once
+// four downloads have finished: by then the mailbox is full and both image
+// slots belong to images waiting to report. Everything else it ignores.
+type panicObserver struct {
+	once      sync.Once
+	downloads atomic.Int32
+}
+
+func (o *panicObserver) JobActive(int)                     {}
+func (o *panicObserver) JobFinished(string)                {}
+func (o *panicObserver) ImageFailed(string, time.Duration) {}
+func (o *panicObserver) ImageInflight(int)                 {}
+func (o *panicObserver) Append(string, int, time.Duration) {}
+func (o *panicObserver) Download(time.Duration)            { o.downloads.Add(1) }
+func (o *panicObserver) ImageProcessed(time.Duration) {
+	o.once.Do(func() {
+		for deadline := time.Now().Add(10 * time.Second); o.downloads.Load() < 4 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		panic("observer failed")
+	})
+}
+
+// A job actor that dies with a full mailbox does not leave its store
+// actors blocked holding image slots: the next job still runs.
+func TestEngine_DeadJobActorFreesImageSlots(t *testing.T) {
+	store := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{AckWait: time.Hour})
+	img := newGatedImages(t, "nobody")
+	startEngine(t, store, "owner", func(c *actors.Config) {
+		c.Observer = &panicObserver{}
+		c.MailboxSize = 1
+		c.ImageSlots = 2
+		c.JobSlots = 1
+	})
+	var urls []string
+	for i := range 20 {
+		urls = append(urls, fmt.Sprintf("%s/%d.png", img.URL, i))
+	}
+	first := submit(t, store, urls...)
+	second := submit(t, store, img.URL+"/x.png")
+	waitCompleted(t, store, second)
+	waitCompleted(t, store, first) // handed back after the panic, then finished
 }

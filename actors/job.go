@@ -173,13 +173,20 @@ func (a *jobActor) process(hard context.Context, stopping <-chan struct{}) error
 
 	jobCtx, cancel := context.WithCancel(hard)
 	defer cancel()
+	// gone closes when process returns; by then a normal return has read
+	// every storeDone, so only a panic leaves store actors unread.
+	gone := make(chan struct{})
+	defer close(gone)
 	running := 0
 	for _, storeID := range order {
 		s := &storeActor{e: a.e, jobID: a.id, storeID: storeID, tasks: byStore[storeID], out: a.mailbox, stopping: stopping}
 		running++
 		go func() {
 			err := guard("store "+storeID, func() error { return s.Run(jobCtx) })
-			a.mailbox <- storeDone{storeID: storeID, err: err}
+			select {
+			case a.mailbox <- storeDone{storeID: storeID, err: err}:
+			case <-gone:
+			}
 		}()
 	}
 	// drain waits for the store actors after the job is lost or done.

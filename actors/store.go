@@ -13,7 +13,8 @@ import (
 // the engine's image slots and StoreConcurrency), dimensions from the header,
 // perimeter, pause, and a report to its job actor. It starts no new image
 // once stopping closes; ctx cancellation aborts images in flight, which are
-// then not reported (the next owner redoes them).
+// then not reported (the next owner redoes them), and so are outcomes its
+// job actor no longer reads once ctx ends.
 type storeActor struct {
 	e        *Engine
 	jobID    uint64
@@ -94,5 +95,8 @@ func (s *storeActor) process(ctx context.Context, t task) {
 		msg = imageDone{ev: &events.ImageProcessed{ImageRef: t.ref, StoreID: s.storeID, Width: w, Height: h, Perimeter: 2 * (w + h), At: time.Now().UTC()}}
 	}
 	msg.took = time.Since(start)
-	s.out <- msg
+	select { // a job actor that has stopped reading has cancelled ctx
+	case s.out <- msg:
+	case <-ctx.Done():
+	}
 }

@@ -91,6 +91,7 @@ var (
 // Metrics holds the service's metrics. Create it with New. A nil *Metrics is
 // valid: every method is then a no-op.
 type Metrics struct {
+	reg           prometheus.Registerer
 	jobsSubmitted prometheus.Counter
 	jobsReplayed  prometheus.Counter
 	jobsFinished  *prometheus.CounterVec
@@ -111,6 +112,7 @@ type Metrics struct {
 
 	submitRejected *prometheus.CounterVec
 	logWritable    prometheus.Gauge
+	refreshErrors  prometheus.Counter
 
 	httpRequests *prometheus.CounterVec
 	httpDuration *prometheus.HistogramVec
@@ -125,6 +127,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		return nil
 	}
 	m := &Metrics{
+		reg: reg,
 		jobsReplayed: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "jobs_submit_replays_total",
 			Help: "Submits answered with an existing job's id because they repeated its Idempotency-Key and content.",
@@ -194,6 +197,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Submissions refused, by reason.",
 		}, []string{"reason"}),
 
+		refreshErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "admission_refresh_errors_total",
+			Help: "Failed reads of the stream and queue state that admission control decides from (it then uses the last good state).",
+		}),
 		logWritable: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "event_log_writable",
 			Help: "1 while this instance's last probe found the event log able to take writes (a stream leader with quorum), else 0.",
@@ -232,7 +239,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.imagesProcessed, m.imagesFailed, m.imagesInflight, m.imageSeconds, m.downloadSeconds,
 		m.appendSeconds, m.batchEvents,
 		m.projectionSequence, m.projectionApplied, m.projectionDuplicates,
-		m.submitRejected, m.logWritable,
+		m.submitRejected, m.logWritable, m.refreshErrors,
 		m.httpRequests, m.httpDuration,
 	)
 	return m
@@ -251,6 +258,19 @@ func (m *Metrics) JobSubmitted() {
 		return
 	}
 	m.jobsSubmitted.Inc()
+}
+
+// ObserveMailboxes exports fn's value, read at each scrape, as
+// retailpulse_job_mailbox_messages: outcomes waiting in job actors'
+// mailboxes. Call once.
+func (m *Metrics) ObserveMailboxes(fn func() int) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "job_mailbox_messages",
+		Help: "Messages waiting in the mailboxes of this instance's job actors (image outcomes not yet appended).",
+	}, func() float64 { return float64(fn()) }))
 }
 
 // JobReplayed counts one submit answered as a replay of an earlier one.
@@ -346,6 +366,14 @@ func (m *Metrics) ProjectionApplied(seq uint64, events int, duplicates int) {
 	if duplicates > 0 {
 		m.projectionDuplicates.Add(float64(duplicates))
 	}
+}
+
+// AdmissionRefreshFailed counts one failed admission-control refresh.
+func (m *Metrics) AdmissionRefreshFailed() {
+	if m == nil {
+		return
+	}
+	m.refreshErrors.Inc()
 }
 
 // LogWritable records the outcome of the latest event-log probe.

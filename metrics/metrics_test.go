@@ -231,8 +231,19 @@ func TestMetrics_JobReplayed(t *testing.T) {
 	assertValue(t, reg, "retailpulse_jobs_submit_replays_total", nil, 2)
 }
 
+func TestMetrics_ObserveMailboxes(t *testing.T) {
+	m, reg := MustNew(t)
+	n := 3
+	m.ObserveMailboxes(func() int { return n })
+	assertValue(t, reg, "retailpulse_job_mailbox_messages", nil, 3)
+	n = 5
+	assertValue(t, reg, "retailpulse_job_mailbox_messages", nil, 5)
+}
+
 func TestMetrics_LogWritable(t *testing.T) {
 	m, reg := MustNew(t)
+	m.AdmissionRefreshFailed()
+	assertValue(t, reg, "retailpulse_admission_refresh_errors_total", nil, 1)
 	assertValue(t, reg, "retailpulse_event_log_writable", nil, 0)
 	m.LogWritable(true)
 	assertValue(t, reg, "retailpulse_event_log_writable", nil, 1)

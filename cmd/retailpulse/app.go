@@ -33,6 +33,19 @@ import (
 type Main struct {
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
+
+	logger atomic.Pointer[slog.Logger] // the running command's logger, once it has one
+}
+
+// notice reports a process-level event (a signal) through the running
+// command's logger, so it has the configured format; before there is one,
+// as a plain line on Stderr. Safe for concurrent use.
+func (m *Main) notice(msg string, args ...any) {
+	if l := m.logger.Load(); l != nil {
+		l.Warn(msg, args...)
+		return
+	}
+	fmt.Fprintln(m.Stderr, append([]any{msg}, args...)...)
 }
 
 // Run runs a subcommand and returns the process exit code.
@@ -82,6 +95,7 @@ func (m *Main) serve(ctx context.Context, args []string) int {
 		return exitUsage
 	}
 	log := newLogger(m.Stderr, cfg.LogLevel, cfg.LogFormat)
+	m.logger.Store(log)
 	app, err := NewApp(ctx, cfg, log)
 	if err != nil {
 		fmt.Fprintf(m.Stderr, "retailpulse: %v\n", err)
@@ -99,9 +113,16 @@ func (m *Main) serve(ctx context.Context, args []string) int {
 
 var errConfig = errors.New("configuration")
 
+// newLogger returns the service's logger. Durations are written as text
+// ("2ms") in both formats, never as nanosecond integers.
 func newLogger(w io.Writer, level, format string) *slog.Logger {
 	l, _ := parseLevel(level)
-	opts := &slog.HandlerOptions{Level: l}
+	opts := &slog.HandlerOptions{Level: l, ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Value.Kind() == slog.KindDuration {
+			return slog.String(a.Key, a.Value.Duration().String())
+		}
+		return a
+	}}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
@@ -199,6 +220,17 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	}
 	a.writable.Store(a.store.Probe(openCtx) == nil)
 	a.admission = jsstore.NewAdmission(a.store, cfg.MaxQueuedJobs)
+	var refreshFailing atomic.Bool
+	a.admission.OnRefresh = func(err error) {
+		if err != nil {
+			a.metrics.AdmissionRefreshFailed()
+			if !refreshFailing.Swap(true) {
+				log.Warn("admission control cannot read the log's state; deciding from the last one read", "err", err)
+			}
+		} else if refreshFailing.Swap(false) {
+			log.Info("admission control reads the log's state again")
+		}
+	}
 	if err := a.admission.Refresh(openCtx); err != nil {
 		return nil, err
 	}
@@ -236,6 +268,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	if err != nil {
 		return nil, err
 	}
+	a.metrics.ObserveMailboxes(a.engine.MailboxBacklog)
 
 	var tokens []string
 	for _, t := range strings.Split(cfg.APIToken, ",") {
@@ -452,17 +485,23 @@ func (a *App) Status(ctx context.Context, id uint64) (events.JobView, error) {
 	return a.projection.Status(ctx, id)
 }
 
-// Run serves until ctx ends, then shuts down in order: readiness off; the
+// Run serves until ctx ends or a component (HTTP server, projection,
+// engine) fails, then shuts down in order: readiness off; the
 // engine stops taking jobs and lets in-flight images finish for up to
 // --shutdown-timeout, appends what finished and hands unfinished jobs back;
 // the HTTP server stops (in-flight requests get 10s); the projection stops;
-// the NATS connection drains; the embedded server stops last. The App
-// cannot be reused.
+// the NATS connection drains; the embedded server stops last. It returns
+// after every goroutine it started has returned: nil after a shutdown
+// requested through ctx, the first component's error otherwise (the process
+// then exits non-zero). The App cannot be reused.
 func (a *App) Run(ctx context.Context) error {
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRun()
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 5) // one per component: no sender ever blocks
+	// The engine stops on ctx or on any other component's failure.
+	engineCtx, stopEngine := context.WithCancel(ctx)
+	defer stopEngine()
 	wg.Add(5)
 	go func() {
 		defer wg.Done()
@@ -482,7 +521,7 @@ func (a *App) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		defer close(engineDone)
-		if err := a.engine.Run(ctx); err != nil {
+		if err := a.engine.Run(engineCtx); err != nil {
 			errc <- fmt.Errorf("engine: %w", err)
 		}
 	}()
@@ -502,7 +541,8 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	a.stopping.Store(true)
 	a.log.Info("shutdown: readiness off, stopping job intake")
-	<-engineDone // the engine watches ctx; on a component failure it runs on until ctx ends
+	stopEngine()
+	<-engineDone
 	a.log.Info("shutdown: jobs drained")
 	shCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

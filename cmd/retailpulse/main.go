@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"runtime"
@@ -23,16 +22,16 @@ func main() {
 		runtime.GOMAXPROCS(minProcs)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
-		<-sigs
-		fmt.Fprintln(os.Stderr, "shutting down (signal again to exit at once)")
+		sig := <-sigs
+		m.notice("shutting down; a second signal exits at once", "signal", sig.String())
 		cancel()
-		<-sigs
-		fmt.Fprintln(os.Stderr, "second signal: exiting now")
+		sig = <-sigs
+		m.notice("second signal: exiting now", "signal", sig.String())
 		os.Exit(1)
 	}()
-	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
 	os.Exit(m.Run(ctx, os.Args[1:]))
 }

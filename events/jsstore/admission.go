@@ -23,6 +23,10 @@ type Admission struct {
 	Reserve   float64       // fraction of MaxBytes kept for running jobs; default 0.1
 	MaxQueued int           // jobs waiting for an owner; 0 = unbounded
 	Interval  time.Duration // refresh interval; default 1s
+	// OnRefresh, if set, is called by Run after each refresh with its error
+	// (nil on success), so failures are logged and counted. While refreshes
+	// fail, Check answers from the last good state.
+	OnRefresh func(error)
 
 	state  atomic.Pointer[admissionState]
 	queued atomic.Int64 // jobs waiting, as of the last refresh plus those admitted since
@@ -66,7 +70,10 @@ func (a *Admission) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			_ = a.Refresh(ctx)
+			err := a.Refresh(ctx)
+			if ctx.Err() == nil && a.OnRefresh != nil {
+				a.OnRefresh(err)
+			}
 		}
 	}
 }

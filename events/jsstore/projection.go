@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +28,7 @@ type Projection struct {
 	snapshotEvery uint64 // messages applied between snapshots
 	sinceSnapshot uint64 // owned by the Run goroutine
 	saving        atomic.Bool
+	background    sync.WaitGroup // snapshot saves started by Run
 }
 
 // EnableSnapshots makes Run save a snapshot after catching up (if it
@@ -58,7 +60,9 @@ func (p *Projection) maybeSnapshot(ctx context.Context) {
 		return
 	}
 	p.sinceSnapshot = 0
+	p.background.Add(1)
 	go func() {
+		defer p.background.Done()
 		defer p.saving.Store(false)
 		if err := p.SaveSnapshot(ctx); err != nil && ctx.Err() == nil {
 			p.log.Warn("snapshot not saved", "err", err)
@@ -83,8 +87,10 @@ func (p *Projection) Model() *events.ReadModel { return p.model }
 func (p *Projection) CaughtUp() bool { return p.caughtUp.Load() }
 
 // Run follows the stream from the model's sequence until ctx ends,
-// resubscribing after errors. Background snapshot saves stop with ctx.
+// resubscribing after errors. Background snapshot saves stop with ctx; Run
+// returns only after they have.
 func (p *Projection) Run(ctx context.Context) error {
+	defer p.background.Wait()
 	start := time.Now()
 	apply := func(seq uint64, subject string, b events.Batch, err error) {
 		p.apply(seq, subject, b, err)
