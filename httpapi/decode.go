@@ -21,15 +21,21 @@ const (
 	DefaultMaxVisits    = 10_000
 	DefaultMaxImages    = 100_000
 	DefaultMaxURLLength = 2048
+	// DefaultMaxStoreIDLength and DefaultMaxVisitTimeLength are in
+	// characters (Unicode code points).
+	DefaultMaxStoreIDLength   = 128
+	DefaultMaxVisitTimeLength = 64
 )
 
 // Limits bounds the size of a submission. A field that is zero (or
 // negative) takes its default: DefaultMaxVisits, DefaultMaxImages,
-// DefaultMaxURLLength.
+// DefaultMaxURLLength, DefaultMaxStoreIDLength, DefaultMaxVisitTimeLength.
 type Limits struct {
-	MaxVisits    int // visits per job
-	MaxImages    int // images per job, summed over its visits
-	MaxURLLength int // bytes per image URL
+	MaxVisits          int // visits per job
+	MaxImages          int // images per job, summed over its visits
+	MaxURLLength       int // bytes per image URL
+	MaxStoreIDLength   int // characters per store_id
+	MaxVisitTimeLength int // characters per visit_time
 }
 
 func (l Limits) withDefaults() Limits {
@@ -41,6 +47,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxURLLength <= 0 {
 		l.MaxURLLength = DefaultMaxURLLength
+	}
+	if l.MaxStoreIDLength <= 0 {
+		l.MaxStoreIDLength = DefaultMaxStoreIDLength
+	}
+	if l.MaxVisitTimeLength <= 0 {
+		l.MaxVisitTimeLength = DefaultMaxVisitTimeLength
 	}
 	return l
 }
@@ -58,7 +70,8 @@ func (l Limits) withDefaults() Limits {
 //     not negative, and equal to the number of visits. A job needs at least
 //     one visit.
 //   - visits is an array of objects; each has store_id and visit_time
-//     (strings that are not blank) and image_url (a non-empty array of
+//     (strings that are not blank, at most lim.MaxStoreIDLength and
+//     lim.MaxVisitTimeLength characters) and image_url (a non-empty array of
 //     non-blank strings, each at most lim.MaxURLLength bytes and accepted by
 //     checkURL when checkURL is not nil).
 //   - A job has at most lim.MaxVisits visits and lim.MaxImages images; a
@@ -256,19 +269,21 @@ func decodeVisit(i int, raw json.RawMessage, buf []field, lim Limits) (events.Vi
 		return events.Visit{}, fields, fmt.Errorf("visits[%d] has duplicate key %s", i, quoteKey(k))
 	}
 	var v events.Visit
-	if v.StoreID, err = requiredString(fields, i, "store_id"); err != nil {
+	if v.StoreID, err = requiredString(fields, i, "store_id", lim.MaxStoreIDLength); err != nil {
 		return events.Visit{}, fields, err
 	}
 	if v.ImageURLs, err = imageURLs(fields, i, lim); err != nil {
 		return events.Visit{}, fields, err
 	}
-	if v.VisitTime, err = requiredString(fields, i, "visit_time"); err != nil {
+	if v.VisitTime, err = requiredString(fields, i, "visit_time", lim.MaxVisitTimeLength); err != nil {
 		return events.Visit{}, fields, err
 	}
 	return v, fields, nil
 }
 
-func requiredString(fields []field, i int, name string) (string, error) {
+// requiredString returns the string field name of visit i: present, a
+// string, not blank, and at most maxLen characters.
+func requiredString(fields []field, i int, name string, maxLen int) (string, error) {
 	raw, ok := lookup(fields, name)
 	if !ok {
 		return "", fmt.Errorf("visits[%d].%s is required", i, name)
@@ -279,6 +294,12 @@ func requiredString(fields []field, i int, name string) (string, error) {
 	}
 	if isBlank(s) {
 		return "", fmt.Errorf("visits[%d].%s must not be empty", i, name)
+	}
+	// A string of at most maxLen bytes has at most maxLen characters.
+	if len(s) > maxLen {
+		if n := utf8.RuneCountInString(s); n > maxLen {
+			return "", fmt.Errorf("visits[%d].%s is %d characters long; the limit is %d", i, name, n, maxLen)
+		}
 	}
 	return s, nil
 }

@@ -150,6 +150,16 @@ func TestDecodeSubmit_Accepts(t *testing.T) {
 			name: "limits are inclusive",
 			body: manyImages(DefaultMaxImages),
 		},
+		{
+			name: "length limits are inclusive",
+			body: body(1, `{"store_id":"`+strings.Repeat("s", DefaultMaxStoreIDLength)+`","image_url":["u"],"visit_time":"`+strings.Repeat("t", DefaultMaxVisitTimeLength)+`"}`),
+			want: one(strings.Repeat("s", DefaultMaxStoreIDLength), "u", strings.Repeat("t", DefaultMaxVisitTimeLength)),
+		},
+		{
+			name: "length limits count characters, not bytes",
+			body: body(1, `{"store_id":"`+strings.Repeat("é", DefaultMaxStoreIDLength)+`","image_url":["u"],"visit_time":"`+strings.Repeat("\u00e9", DefaultMaxVisitTimeLength)+`"}`),
+			want: one(strings.Repeat("é", DefaultMaxStoreIDLength), "u", strings.Repeat("é", DefaultMaxVisitTimeLength)),
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,7 +177,7 @@ func TestDecodeSubmit_Accepts(t *testing.T) {
 func TestDecodeSubmit_Errors(t *testing.T) {
 	ok := visit("S1", "http://a/1.jpg")
 	long := "http://a/" + strings.Repeat("x", DefaultMaxURLLength-len("http://a/")+1)
-	small := Limits{MaxVisits: 2, MaxImages: 3, MaxURLLength: 20}
+	small := Limits{MaxVisits: 2, MaxImages: 3, MaxURLLength: 20, MaxStoreIDLength: 4, MaxVisitTimeLength: 3}
 	tests := []struct {
 		name   string
 		body   string
@@ -266,6 +276,12 @@ func TestDecodeSubmit_Errors(t *testing.T) {
 		{name: "visit limit", body: body(3, ok, ok, ok), limits: small, want: "job has 3 visits; the limit is 2"},
 		{name: "image limit", body: body(2, visit("S1", "http://a", "http://b"), visit("S2", "http://c", "http://d")), limits: small, want: "job has 4 images; the limit is 3"},
 		{name: "url limit", body: body(1, visit("S1", "http://a/"+strings.Repeat("x", 12))), limits: small, want: "visits[0].image_url[0] is 21 bytes long; the limit is 20"},
+		{name: "default store_id limit", body: body(1, visit(strings.Repeat("s", DefaultMaxStoreIDLength+1), "http://a/1.jpg")), want: "visits[0].store_id is 129 characters long; the limit is 128"},
+		{name: "default visit_time limit", body: body(1, `{"store_id":"S1","image_url":["http://a/1.jpg"],"visit_time":"`+strings.Repeat("t", DefaultMaxVisitTimeLength+1)+`"}`), want: "visits[0].visit_time is 65 characters long; the limit is 64"},
+		{name: "store_id limit", body: body(2, ok, visit("S1234", "http://a")), limits: small, want: "visits[1].store_id is 5 characters long; the limit is 4"},
+		{name: "store_id limit counts characters", body: body(1, visit("ééééé", "http://a")), limits: small, want: "visits[0].store_id is 5 characters long; the limit is 4"},
+		{name: "visit_time limit", body: body(1, `{"store_id":"S1","image_url":["http://a"],"visit_time":"2024"}`), limits: small, want: "visits[0].visit_time is 4 characters long; the limit is 3"},
+		{name: "store_id limit before image_url", body: body(1, `{"store_id":"S1234","image_url":[]}`), limits: small, want: "visits[0].store_id is 5 characters long; the limit is 4"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

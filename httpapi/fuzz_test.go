@@ -8,12 +8,13 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/retailpulse/retailpulse/events"
 )
 
 // fuzzLimits are small so the fuzzer reaches every limit.
-var fuzzLimits = Limits{MaxVisits: 4, MaxImages: 6, MaxURLLength: 40}
+var fuzzLimits = Limits{MaxVisits: 4, MaxImages: 6, MaxURLLength: 40, MaxStoreIDLength: 10, MaxVisitTimeLength: 24}
 
 // fuzzCheckURL refuses URLs containing "bad", so the fuzzer reaches the
 // checkURL path.
@@ -117,6 +118,9 @@ func checkJobInvariants(t *testing.T, j *events.JobSubmitted, lim Limits) {
 	for i, v := range j.Visits {
 		if strings.TrimSpace(v.StoreID) == "" || strings.TrimSpace(v.VisitTime) == "" {
 			t.Fatalf("visits[%d] has a blank store_id or visit_time: %+v", i, v)
+		}
+		if utf8.RuneCountInString(v.StoreID) > lim.MaxStoreIDLength || utf8.RuneCountInString(v.VisitTime) > lim.MaxVisitTimeLength {
+			t.Fatalf("visits[%d] has a store_id or visit_time over its limit: %+v", i, v)
 		}
 		if len(v.ImageURLs) == 0 {
 			t.Fatalf("visits[%d] has no images", i)
