@@ -82,8 +82,9 @@ func (l Limits) withDefaults() Limits {
 //     is refused (e.g. `visits[0] has duplicate key "store_id"`), so no two
 //     JSON parsers can read an accepted body differently; inside ignored
 //     values repeats are not checked.
-//   - Values are stored as sent: blank-checking trims spaces, the stored
-//     strings are not trimmed.
+//   - store_id must not start or end with whitespace (unicode.IsSpace): such
+//     an id would name no store. Other values are stored as sent:
+//     blank-checking trims spaces, the stored strings are not trimmed.
 //
 // The first problem found is reported, in a message meant for the client
 // that names the field and the visit and image index, e.g.
@@ -271,6 +272,9 @@ func decodeVisit(i int, raw json.RawMessage, buf []field, lim Limits) (events.Vi
 	var v events.Visit
 	if v.StoreID, err = requiredString(fields, i, "store_id", lim.MaxStoreIDLength); err != nil {
 		return events.Visit{}, fields, err
+	}
+	if strings.TrimSpace(v.StoreID) != v.StoreID {
+		return events.Visit{}, fields, fmt.Errorf("visits[%d].store_id has leading or trailing whitespace", i)
 	}
 	if v.ImageURLs, err = imageURLs(fields, i, lim); err != nil {
 		return events.Visit{}, fields, err

@@ -118,8 +118,8 @@ func TestDecodeSubmit_Accepts(t *testing.T) {
 		},
 		{
 			name: "values are stored as sent",
-			body: `{"count":1,"visits":[{"store_id":" S1 ","image_url":[" u "],"visit_time":" t "}]}`,
-			want: one(" S1 ", " u ", " t "),
+			body: `{"count":1,"visits":[{"store_id":"S 1","image_url":[" u "],"visit_time":" t "}]}`,
+			want: one("S 1", " u ", " t "),
 		},
 		{
 			name: "repeated keys inside ignored values are not checked",
@@ -251,6 +251,10 @@ func TestDecodeSubmit_Errors(t *testing.T) {
 		{name: "store_id null", body: body(1, `{"store_id":null,"image_url":["u"],"visit_time":"t"}`), want: "visits[0].store_id must be a string"},
 		{name: "store_id empty", body: body(1, `{"store_id":"","image_url":["u"],"visit_time":"t"}`), want: "visits[0].store_id must not be empty"},
 		{name: "store_id blank", body: body(1, `{"store_id":" \t","image_url":["u"],"visit_time":"t"}`), want: "visits[0].store_id must not be empty"},
+		{name: "store_id leading space", body: body(1, `{"store_id":" S1","image_url":["u"],"visit_time":"t"}`), want: "visits[0].store_id has leading or trailing whitespace"},
+		{name: "store_id trailing tab", body: body(3, ok, ok, `{"store_id":"S1\t","image_url":["u"],"visit_time":"t"}`), want: "visits[2].store_id has leading or trailing whitespace"},
+		{name: "store_id trailing newline", body: body(1, `{"store_id":"S1\n","image_url":["u"],"visit_time":"t"}`), want: "visits[0].store_id has leading or trailing whitespace"},
+		{name: "store_id leading no-break space", body: body(1, `{"store_id":"\u00a0S1","image_url":["u"],"visit_time":"t"}`), want: "visits[0].store_id has leading or trailing whitespace"},
 		{name: "visit_time missing", body: body(1, `{"store_id":"S1","image_url":["u"]}`), want: "visits[0].visit_time is required"},
 		{name: "visit_time number", body: body(1, `{"store_id":"S1","image_url":["u"],"visit_time":1700000000}`), want: "visits[0].visit_time must be a string"},
 		{name: "visit_time object", body: body(1, `{"store_id":"S1","image_url":["u"],"visit_time":{}}`), want: "visits[0].visit_time must be a string"},

@@ -119,6 +119,9 @@ func checkJobInvariants(t *testing.T, j *events.JobSubmitted, lim Limits) {
 		if strings.TrimSpace(v.StoreID) == "" || strings.TrimSpace(v.VisitTime) == "" {
 			t.Fatalf("visits[%d] has a blank store_id or visit_time: %+v", i, v)
 		}
+		if strings.TrimSpace(v.StoreID) != v.StoreID {
+			t.Fatalf("visits[%d].store_id = %q has leading or trailing whitespace", i, v.StoreID)
+		}
 		if utf8.RuneCountInString(v.StoreID) > lim.MaxStoreIDLength || utf8.RuneCountInString(v.VisitTime) > lim.MaxVisitTimeLength {
 			t.Fatalf("visits[%d] has a store_id or visit_time over its limit: %+v", i, v)
 		}

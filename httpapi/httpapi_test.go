@@ -184,6 +184,7 @@ func TestHandler_SubmitBadRequest(t *testing.T) {
 		{"visit limit", body(3, ok, ok, ok), "job has 3 visits; the limit is 2"},
 		{"image limit", body(1, visit("S1", "http://a", "http://b", "http://c", "http://d")), "job has 4 images; the limit is 3"},
 		{"url limit", body(1, visit("S1", "http://a/"+strings.Repeat("x", 30))), "visits[0].image_url[0] is 39 bytes long; the limit is 30"},
+		{"store_id whitespace", body(1, visit("S1 ", "http://a")), "visits[0].store_id has leading or trailing whitespace"},
 		{"store_id limit", body(2, ok, visit("S12345678", "http://a")), "visits[1].store_id is 9 characters long; the limit is 8"},
 		{"visit_time limit", body(1, `{"store_id":"S1","image_url":["http://a"],"visit_time":"123456"}`), "visits[0].visit_time is 6 characters long; the limit is 5"},
 	}
