@@ -307,6 +307,14 @@ func TestService_FailuresListEachFailedStoreOnce(t *testing.T) {
 			want:   []events.StoreError{{StoreID: storeA, Error: "image " + img.URL + "/404: http 404"}},
 		},
 		{
+			name:   "stores in order of first visit, each with its first failing image",
+			visits: []visit{{storeB, []string{good}, "t"}, {storeA, []string{img.URL + "/html", img.URL + "/404"}, "t"}, {storeB, []string{img.URL + "/404"}, "t"}},
+			want: []events.StoreError{
+				{StoreID: storeB, Error: "image " + img.URL + "/404: http 404"},
+				{StoreID: storeA, Error: "image " + img.URL + "/html: not an image"},
+			},
+		},
+		{
 			name:   "not an image",
 			visits: []visit{{storeB, []string{img.URL + "/html"}, "t"}},
 			want:   []events.StoreError{{StoreID: storeB, Error: "image " + img.URL + "/html: not an image"}},
