@@ -176,7 +176,7 @@ const (
 type JobView struct {
 	ID        uint64
 	Status    Status
-	Errors    []StoreError // each failed store once, in order of first failure
+	Errors    []StoreError // a failed job's list (see JobState.Outcome)
 	Images    int          // images in the job
 	Processed int
 	Failed    int

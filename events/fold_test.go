@@ -81,19 +81,96 @@ func TestJobState_Fold(t *testing.T) {
 	}
 }
 
-func TestJobState_OutcomeListsStoresInOrderOfFirstFailure(t *testing.T) {
-	st := NewJobState(1, submission(Visit{StoreID: "S1", ImageURLs: []string{"a"}}, Visit{StoreID: "S2", ImageURLs: []string{"b", "c"}}, Visit{StoreID: "S3", ImageURLs: []string{"d"}}))
-	for _, ev := range []Event{bad(1, 1, "S2", "http 404"), ok(0, 0), bad(2, 0, "S3", ReasonUnknownStore), bad(1, 0, "S2", "timeout")} {
-		st.Apply(ev)
+func TestJobState_OutcomeIsIndependentOfArrivalOrder(t *testing.T) {
+	tests := []struct {
+		name       string
+		sub        *JobSubmitted
+		outcomes   []Event
+		wantStatus Status
+		wantErrors []StoreError
+	}{
+		{
+			name:       "no failures",
+			sub:        submission(Visit{StoreID: "S1", ImageURLs: []string{"a", "b"}}, Visit{StoreID: "S2", ImageURLs: []string{"c"}}),
+			outcomes:   []Event{ok(0, 0), ok(0, 1), ok(1, 0)},
+			wantStatus: StatusCompleted,
+		},
+		{
+			name: "stores in order of first visit, not of first failure",
+			sub: submission(
+				Visit{StoreID: "S1", ImageURLs: []string{"a"}},
+				Visit{StoreID: "S2", ImageURLs: []string{"b"}},
+				Visit{StoreID: "S3", ImageURLs: []string{"c"}},
+				Visit{StoreID: "S1", ImageURLs: []string{"d"}},
+			),
+			outcomes:   []Event{ok(0, 0), bad(1, 0, "S2", "http 404"), bad(2, 0, "S3", ReasonUnknownStore), bad(3, 0, "S1", "timeout")},
+			wantStatus: StatusFailed,
+			wantErrors: []StoreError{{"S1", "image http://x/img: timeout"}, {"S2", "image http://x/img: http 404"}, {"S3", "unknown store"}},
+		},
+		{
+			name: "a store reports its first failing image by visit, then image",
+			sub: submission(
+				Visit{StoreID: "S2", ImageURLs: []string{"a", "b", "c"}},
+				Visit{StoreID: "S1", ImageURLs: []string{"d", "e"}},
+				Visit{StoreID: "S2", ImageURLs: []string{"f"}},
+			),
+			outcomes: []Event{
+				ok(0, 0), bad(0, 1, "S2", "http 500"), bad(0, 2, "S2", "http 404"), bad(2, 0, "S2", "timeout"),
+				bad(1, 0, "S1", "not an image"), bad(1, 1, "S1", "too large"),
+			},
+			wantStatus: StatusFailed,
+			wantErrors: []StoreError{{"S2", "image http://x/img: http 500"}, {"S1", "image http://x/img: not an image"}},
+		},
 	}
-	status, errs := st.Outcome()
-	want := []StoreError{{"S2", "image http://x/img: http 404"}, {"S3", "unknown store"}}
-	if status != StatusFailed || !reflect.DeepEqual(errs, want) {
-		t.Fatalf("outcome %s %+v, want failed %+v", status, errs, want)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			orders := 0
+			permute(tt.outcomes, func(evs []Event) {
+				orders++
+				st := NewJobState(1, tt.sub)
+				for _, ev := range evs {
+					if _, err := st.Apply(ev); err != nil {
+						t.Fatal(err)
+					}
+				}
+				status, errs := st.Outcome()
+				if status != tt.wantStatus || !reflect.DeepEqual(errs, tt.wantErrors) {
+					t.Fatalf("outcomes in order %v: Outcome() = %s %+v, want %s %+v", evs, status, errs, tt.wantStatus, tt.wantErrors)
+				}
+				// A terminal event without a list takes the same one.
+				st.Apply(&JobCompleted{Status: status})
+				if v := st.View(); !reflect.DeepEqual(v.Errors, tt.wantErrors) {
+					t.Fatalf("outcomes in order %v: completed view errors %+v, want %+v", evs, v.Errors, tt.wantErrors)
+				}
+			})
+			if orders < 6 {
+				t.Fatalf("only %d orders tried", orders)
+			}
+		})
 	}
-	if st.Unsettled() != 0 {
-		t.Fatalf("unsettled %d", st.Unsettled())
+}
+
+// permute calls f with every ordering of evs (Heap's algorithm). f must not
+// keep its argument.
+func permute(evs []Event, f func([]Event)) {
+	a := append([]Event(nil), evs...)
+	var gen func(n int)
+	gen = func(n int) {
+		if n <= 1 {
+			f(a)
+			return
+		}
+		for i := range n - 1 {
+			gen(n - 1)
+			if n%2 == 0 {
+				a[i], a[n-1] = a[n-1], a[i]
+			} else {
+				a[0], a[n-1] = a[n-1], a[0]
+			}
+		}
+		gen(n - 1)
 	}
+	gen(len(a))
 }
 
 func TestJobState_RejectsImagesOutsideTheJob(t *testing.T) {

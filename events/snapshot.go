@@ -6,11 +6,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/bits"
+	"slices"
 )
 
 // SnapshotVersion is the version of the read model snapshot encoding.
-const SnapshotVersion = 1
+// Version 2 records, for an ongoing job, each visit's store and each failed
+// store's first failing image, where version 1 recorded failures in arrival
+// order; a version 1 snapshot is refused, and the log replayed.
+const SnapshotVersion = 2
 
 // A snapshot is a shortcut, never a source of truth: it records the read
 // model as of one stream sequence, so a restart replays only what came
@@ -36,9 +41,18 @@ type snapshotJob struct {
 	Attempts   int          `json:"attempts,omitempty"`
 	Stalled    int          `json:"stalled,omitempty"`
 	Duplicates int          `json:"duplicates,omitempty"`
-	Errors     []StoreError `json:"errors,omitempty"`
-	Offsets    []int        `json:"offsets,omitempty"` // ongoing jobs only
-	Settled    []uint64     `json:"settled,omitempty"` // ongoing jobs only
+	Errors     []StoreError `json:"errors,omitempty"` // completed jobs only
+	// Ongoing jobs only.
+	Offsets    []int             `json:"offsets,omitempty"`
+	Settled    []uint64          `json:"settled,omitempty"`
+	StoreFirst []int             `json:"store_first,omitempty"`
+	Failures   []snapshotFailure `json:"failures,omitempty"` // in visit order of their stores
+}
+
+// snapshotFailure is a failed store's first failing image.
+type snapshotFailure struct {
+	ImageRef
+	StoreError
 }
 
 // MarshalSnapshot encodes the model (gzip JSON) and returns the sequence it
@@ -48,12 +62,18 @@ func (m *ReadModel) MarshalSnapshot(stream string) ([]byte, uint64, error) {
 	f := snapshotFile{V: SnapshotVersion, Stream: stream, Seq: m.lastSeq, Applied: m.applied, Dups: m.duplicates, Orphans: m.orphans,
 		Jobs: make([]snapshotJob, 0, len(m.jobs))}
 	for _, s := range m.jobs {
-		f.Jobs = append(f.Jobs, snapshotJob{
+		j := snapshotJob{
 			ID: s.ID, Images: s.Images, Processed: s.Processed, Failed: s.Failed, Status: s.Status,
 			Completed: s.Completed, Attempts: s.Attempts, Stalled: s.Stalled, Duplicates: s.Duplicates,
 			Errors:  append([]StoreError(nil), s.Errors...),
 			Offsets: append([]int(nil), s.offsets...), Settled: append([]uint64(nil), s.settled...),
-		})
+			StoreFirst: append([]int(nil), s.storeFirst...),
+		}
+		for _, k := range slices.Sorted(maps.Keys(s.failures)) {
+			fl := s.failures[k]
+			j.Failures = append(j.Failures, snapshotFailure{ImageRef: fl.at, StoreError: fl.err})
+		}
+		f.Jobs = append(f.Jobs, j)
 	}
 	m.mu.RUnlock()
 	var buf bytes.Buffer
@@ -127,11 +147,40 @@ func (j snapshotJob) restore(seq uint64) (*JobState, error) {
 	if n != j.Processed+j.Failed {
 		return nil, fmt.Errorf("%d images settled, counts say %d", n, j.Processed+j.Failed)
 	}
-	s.offsets, s.settled, s.Errors = j.Offsets, j.Settled, nil
-	for _, e := range j.Errors {
-		s.addError(e) // also rebuilds the set of failed stores
+	if len(j.Errors) > 0 {
+		return nil, fmt.Errorf("ongoing with an error list")
+	}
+	if !validStoreFirst(j.StoreFirst, len(j.Offsets)) {
+		return nil, fmt.Errorf("store index does not match %d visits", len(j.Offsets))
+	}
+	s.offsets, s.settled, s.storeFirst, s.Errors = j.Offsets, j.Settled, j.StoreFirst, nil
+	if (len(j.Failures) == 0) != (j.Failed == 0) || len(j.Failures) > j.Failed {
+		return nil, fmt.Errorf("%d failed stores for %d failed images", len(j.Failures), j.Failed)
+	}
+	for _, fl := range j.Failures {
+		if !s.Settled(fl.ImageRef) {
+			return nil, fmt.Errorf("failure of image visit %d index %d, which is not settled", fl.Visit, fl.Index)
+		}
+		if _, dup := s.failures[s.storeFirst[fl.Visit]]; dup {
+			return nil, fmt.Errorf("store of visit %d failed twice", fl.Visit)
+		}
+		s.addFailure(fl.ImageRef, fl.StoreError)
 	}
 	return s, nil
+}
+
+// validStoreFirst reports whether first maps each of n visits to the first
+// visit of its store: an earlier or the same visit, itself mapped to itself.
+func validStoreFirst(first []int, n int) bool {
+	if len(first) != n {
+		return false
+	}
+	for v, f := range first {
+		if f < 0 || f > v || first[f] != f {
+			return false
+		}
+	}
+	return true
 }
 
 func validOffsets(offsets []int, images int) bool {

@@ -40,17 +40,56 @@ func TestReadModel_SnapshotRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(r.Jobs(), m.Jobs()) {
 		t.Fatalf("diverged: %+v vs %+v", r.Jobs(), m.Jobs())
 	}
-	if v, _ := r.Job(1); len(v.Errors) != 2 || v.Errors[0].StoreID != "S2" || v.Errors[1].StoreID != "S1" {
-		t.Fatalf("errors after restore: %+v", v.Errors)
+	want := []StoreError{{"S1", "image http://x/img: timeout"}, {"S2", "image http://x/img: http 404"}}
+	if v, _ := r.Job(1); !reflect.DeepEqual(v.Errors, want) {
+		t.Fatalf("errors after restore: %+v, want %+v", v.Errors, want)
+	}
+}
+
+// A snapshot keeps what decides the error list of a job still running: the
+// store of each visit and each failed store's first failing image.
+func TestReadModel_SnapshotKeepsFailureOrder(t *testing.T) {
+	sub := submission(
+		Visit{StoreID: "S1", ImageURLs: []string{"a"}},
+		Visit{StoreID: "S2", ImageURLs: []string{"b", "c"}},
+		Visit{StoreID: "S1", ImageURLs: []string{"d"}},
+	)
+	before := []Event{bad(1, 1, "S2", "timeout"), ok(0, 0)}
+	after := []Event{bad(2, 0, "S1", "http 404"), bad(1, 0, "S2", "http 500")}
+	want := []StoreError{{"S1", "image http://x/img: http 404"}, {"S2", "image http://x/img: http 500"}}
+
+	m := NewReadModel()
+	m.Apply(1, SubjectSubmitted, Batch{V: 1, Events: []Event{sub}})
+	m.Apply(2, JobSubject(1, KindImages), Batch{V: 1, Events: before})
+	data, _, err := m.MarshalSnapshot("S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := RestoreSnapshot(data, "S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mm := range []*ReadModel{m, r} {
+		mm.Apply(3, JobSubject(1, KindImages), Batch{V: 1, Events: after})
+		mm.Apply(4, JobSubject(1, KindCompleted), Batch{V: 1, Events: []Event{&JobCompleted{Status: StatusFailed}}})
+	}
+	for name, mm := range map[string]*ReadModel{"original": m, "restored": r} {
+		if v, _ := mm.Job(1); !reflect.DeepEqual(v.Errors, want) {
+			t.Errorf("%s: errors %+v, want %+v", name, v.Errors, want)
+		}
 	}
 }
 
 func TestRestoreSnapshot_RefusesBadSnapshots(t *testing.T) {
 	m := NewReadModel()
-	sub := submission(Visit{StoreID: "S1", ImageURLs: []string{"a", "b"}})
+	// Images 0, 1 and 2 settled (1 and 2 failed, both of store S1); 3 not.
+	sub := submission(Visit{StoreID: "S1", ImageURLs: []string{"a", "b"}}, Visit{StoreID: "S1", ImageURLs: []string{"c", "d"}})
 	m.Apply(1, SubjectSubmitted, Batch{V: 1, Events: []Event{sub}})
-	m.Apply(2, JobSubject(1, KindImages), Batch{V: 1, Events: []Event{ok(0, 0)}})
+	m.Apply(2, JobSubject(1, KindImages), Batch{V: 1, Events: []Event{ok(0, 0), bad(1, 0, "S1", "x"), bad(0, 1, "S1", "y")}})
 	good, _, _ := m.MarshalSnapshot("S")
+	if _, err := RestoreSnapshot(good, "S"); err != nil {
+		t.Fatalf("good snapshot refused: %v", err)
+	}
 	tamper := func(edit func(*snapshotFile)) []byte {
 		zr, _ := gzip.NewReader(bytes.NewReader(good))
 		var f snapshotFile
@@ -67,13 +106,20 @@ func TestRestoreSnapshot_RefusesBadSnapshots(t *testing.T) {
 		stream string
 		want   string
 	}{
-		"other stream":       {good, "T", "of stream"},
-		"not gzip":           {[]byte("{}"), "S", "snapshot"},
-		"future version":     {tamper(func(f *snapshotFile) { f.V = 9 }), "S", "version"},
-		"counts over images": {tamper(func(f *snapshotFile) { f.Jobs[0].Processed = 5 }), "S", "counts"},
-		"bitset disagrees":   {tamper(func(f *snapshotFile) { f.Jobs[0].Settled[0] = 3 }), "S", "settled"},
-		"job after seq":      {tamper(func(f *snapshotFile) { f.Jobs[0].ID = 99 }), "S", "beyond"},
-		"odd status":         {tamper(func(f *snapshotFile) { f.Jobs[0].Status = "done" }), "S", "status"},
+		"other stream":        {good, "T", "of stream"},
+		"not gzip":            {[]byte("{}"), "S", "snapshot"},
+		"future version":      {tamper(func(f *snapshotFile) { f.V = 9 }), "S", "version"},
+		"counts over images":  {tamper(func(f *snapshotFile) { f.Jobs[0].Processed = 5 }), "S", "counts"},
+		"bitset disagrees":    {tamper(func(f *snapshotFile) { f.Jobs[0].Settled[0] = 3 }), "S", "settled"},
+		"version 1":           {tamper(func(f *snapshotFile) { f.V = 1 }), "S", "version"},
+		"store index":         {tamper(func(f *snapshotFile) { f.Jobs[0].StoreFirst = []int{1, 1} }), "S", "store index"},
+		"no store index":      {tamper(func(f *snapshotFile) { f.Jobs[0].StoreFirst = nil }), "S", "store index"},
+		"failures missing":    {tamper(func(f *snapshotFile) { f.Jobs[0].Failures = nil }), "S", "failed stores"},
+		"failure unsettled":   {tamper(func(f *snapshotFile) { f.Jobs[0].Failures[0].ImageRef = ImageRef{1, 1} }), "S", "not settled"},
+		"store failed twice":  {tamper(func(f *snapshotFile) { f.Jobs[0].Failures = append(f.Jobs[0].Failures, f.Jobs[0].Failures[0]) }), "S", "twice"},
+		"ongoing with errors": {tamper(func(f *snapshotFile) { f.Jobs[0].Errors = []StoreError{{"S1", "x"}} }), "S", "error list"},
+		"job after seq":       {tamper(func(f *snapshotFile) { f.Jobs[0].ID = 99 }), "S", "beyond"},
+		"odd status":          {tamper(func(f *snapshotFile) { f.Jobs[0].Status = "done" }), "S", "status"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

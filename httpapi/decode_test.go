@@ -118,13 +118,28 @@ func TestDecodeSubmit_Accepts(t *testing.T) {
 		},
 		{
 			name: "values are stored as sent",
-			body: `{"count":1,"visits":[{"store_id":" S1 ","image_url":[" u "],"visit_time":" t "}]}`,
-			want: one(" S1 ", " u ", " t "),
+			body: `{"count":1,"visits":[{"store_id":"S 1","image_url":[" u "],"visit_time":" t "}]}`,
+			want: one("S 1", " u ", " t "),
 		},
 		{
-			name: "repeated key takes its last value",
-			body: `{"count":5,"count":1,"visits":[{"store_id":"S0","store_id":"S1","image_url":["u"],"visit_time":"t"}]}`,
+			name: "repeated keys inside ignored values are not checked",
+			body: `{"count":1,"meta":{"a":1,"a":2},"visits":[{"store_id":"S1","image_url":["u"],"visit_time":"t","extra":[{"b":1,"b":1}]}]}`,
 			want: one("S1", "u", "t"),
+		},
+		{
+			name: "keys differing in case are distinct",
+			body: `{"count":1,"Count":7,"visits":[{"store_id":"S1","Store_ID":"S2","image_url":["u"],"visit_time":"t"}]}`,
+			want: one("S1", "u", "t"),
+		},
+		{
+			name: "whitespace between tokens",
+			body: " \n{ \"count\" :\t1 , \"visits\" : [ { \"store_id\" : \"S1\" ,\r\n \"image_url\" : [ \"u\" ] , \"visit_time\" : \"t\" } ] } ",
+			want: one("S1", "u", "t"),
+		},
+		{
+			name: "brackets, quotes and backslashes inside strings",
+			body: `{"count":1,"x":"}]\\","visits":[{"note":"\"{[\\\"","store_id":"S\\1","image_url":["u]"],"visit_time":"t\""}]}`,
+			want: one(`S\1`, "u]", `t"`),
 		},
 		{
 			name: "escaped strings",
@@ -134,6 +149,16 @@ func TestDecodeSubmit_Accepts(t *testing.T) {
 		{
 			name: "limits are inclusive",
 			body: manyImages(DefaultMaxImages),
+		},
+		{
+			name: "length limits are inclusive",
+			body: body(1, `{"store_id":"`+strings.Repeat("s", DefaultMaxStoreIDLength)+`","image_url":["u"],"visit_time":"`+strings.Repeat("t", DefaultMaxVisitTimeLength)+`"}`),
+			want: one(strings.Repeat("s", DefaultMaxStoreIDLength), "u", strings.Repeat("t", DefaultMaxVisitTimeLength)),
+		},
+		{
+			name: "length limits count characters, not bytes",
+			body: body(1, `{"store_id":"`+strings.Repeat("é", DefaultMaxStoreIDLength)+`","image_url":["u"],"visit_time":"`+strings.Repeat("\u00e9", DefaultMaxVisitTimeLength)+`"}`),
+			want: one(strings.Repeat("é", DefaultMaxStoreIDLength), "u", strings.Repeat("é", DefaultMaxVisitTimeLength)),
 		},
 	}
 	for _, tt := range tests {
@@ -152,7 +177,7 @@ func TestDecodeSubmit_Accepts(t *testing.T) {
 func TestDecodeSubmit_Errors(t *testing.T) {
 	ok := visit("S1", "http://a/1.jpg")
 	long := "http://a/" + strings.Repeat("x", DefaultMaxURLLength-len("http://a/")+1)
-	small := Limits{MaxVisits: 2, MaxImages: 3, MaxURLLength: 20}
+	small := Limits{MaxVisits: 2, MaxImages: 3, MaxURLLength: 20, MaxStoreIDLength: 4, MaxVisitTimeLength: 3}
 	tests := []struct {
 		name   string
 		body   string
@@ -174,6 +199,22 @@ func TestDecodeSubmit_Errors(t *testing.T) {
 		{name: "trailing garbage", body: body(1, ok) + `x`, want: "request body has data after the JSON object"},
 		{name: "trailing bracket", body: body(1, ok) + `]`, want: "request body has data after the JSON object"},
 		{name: "trailing garbage after newline", body: body(1, ok) + "\n\nnull", want: "request body has data after the JSON object"},
+
+		// Repeated keys.
+		{name: "duplicate count", body: `{"count":2,"count":1,"visits":[` + ok + `]}`, want: `request body has duplicate key "count"`},
+		{name: "duplicate visits", body: `{"visits":[],"count":1,"visits":[` + ok + `]}`, want: `request body has duplicate key "visits"`},
+		{name: "duplicate unknown top-level key", body: `{"x":1,"count":1,"x":1,"visits":[` + ok + `]}`, want: `request body has duplicate key "x"`},
+		{name: "duplicate spelled with an escape", body: `{"count":1,"co\u0075nt":1,"visits":[` + ok + `]}`, want: `request body has duplicate key "count"`},
+		{name: "duplicate after invalid UTF-8 is replaced", body: "{\"count\":1,\"\xff\":1,\"\xfe\":2,\"visits\":[" + ok + "]}", want: "request body has duplicate key \"\uFFFD\""},
+		{name: "duplicate among many keys", body: `{"a":1,"b":1,"c":1,"d":1,"e":1,"f":1,"g":1,"h":1,"count":1,"i":1,"visits":[` + ok + `],"d":2}`, want: `request body has duplicate key "d"`},
+		{name: "duplicate top-level key is found before count", body: `{"count":"x","visits":[],"visits":[]}`, want: `request body has duplicate key "visits"`},
+		{name: "duplicate key with control characters is quoted", body: `{"a\nb":1,"a\nb":2,"count":1,"visits":[` + ok + `]}`, want: `request body has duplicate key "a\nb"`},
+		{name: "duplicate long key is cut", body: `{"` + strings.Repeat("k", 100) + `":1,"` + strings.Repeat("k", 100) + `":2,"count":1,"visits":[` + ok + `]}`, want: `request body has duplicate key "` + strings.Repeat("k", 64) + `…"`},
+		{name: "duplicate store_id", body: body(1, `{"store_id":"S1","store_id":"S2","image_url":["u"],"visit_time":"t"}`), want: `visits[0] has duplicate key "store_id"`},
+		{name: "duplicate image_url", body: body(2, ok, `{"store_id":"S1","image_url":["u"],"visit_time":"t","image_url":["v"]}`), want: `visits[1] has duplicate key "image_url"`},
+		{name: "duplicate visit_time", body: body(1, `{"visit_time":"t","store_id":"S1","image_url":["u"],"visit_time":"t"}`), want: `visits[0] has duplicate key "visit_time"`},
+		{name: "duplicate unknown key in a visit", body: body(1, `{"note":1,"store_id":"S1","image_url":["u"],"visit_time":"t","note":1}`), want: `visits[0] has duplicate key "note"`},
+		{name: "duplicate in a visit is found before its fields", body: body(1, `{"store_id":1,"store_id":2}`), want: `visits[0] has duplicate key "store_id"`},
 
 		// count.
 		{name: "count missing", body: `{"visits":[` + ok + `]}`, want: "count is required"},
@@ -210,6 +251,10 @@ func TestDecodeSubmit_Errors(t *testing.T) {
 		{name: "store_id null", body: body(1, `{"store_id":null,"image_url":["u"],"visit_time":"t"}`), want: "visits[0].store_id must be a string"},
 		{name: "store_id empty", body: body(1, `{"store_id":"","image_url":["u"],"visit_time":"t"}`), want: "visits[0].store_id must not be empty"},
 		{name: "store_id blank", body: body(1, `{"store_id":" \t","image_url":["u"],"visit_time":"t"}`), want: "visits[0].store_id must not be empty"},
+		{name: "store_id leading space", body: body(1, `{"store_id":" S1","image_url":["u"],"visit_time":"t"}`), want: "visits[0].store_id has leading or trailing whitespace"},
+		{name: "store_id trailing tab", body: body(3, ok, ok, `{"store_id":"S1\t","image_url":["u"],"visit_time":"t"}`), want: "visits[2].store_id has leading or trailing whitespace"},
+		{name: "store_id trailing newline", body: body(1, `{"store_id":"S1\n","image_url":["u"],"visit_time":"t"}`), want: "visits[0].store_id has leading or trailing whitespace"},
+		{name: "store_id leading no-break space", body: body(1, `{"store_id":"\u00a0S1","image_url":["u"],"visit_time":"t"}`), want: "visits[0].store_id has leading or trailing whitespace"},
 		{name: "visit_time missing", body: body(1, `{"store_id":"S1","image_url":["u"]}`), want: "visits[0].visit_time is required"},
 		{name: "visit_time number", body: body(1, `{"store_id":"S1","image_url":["u"],"visit_time":1700000000}`), want: "visits[0].visit_time must be a string"},
 		{name: "visit_time object", body: body(1, `{"store_id":"S1","image_url":["u"],"visit_time":{}}`), want: "visits[0].visit_time must be a string"},
@@ -235,6 +280,12 @@ func TestDecodeSubmit_Errors(t *testing.T) {
 		{name: "visit limit", body: body(3, ok, ok, ok), limits: small, want: "job has 3 visits; the limit is 2"},
 		{name: "image limit", body: body(2, visit("S1", "http://a", "http://b"), visit("S2", "http://c", "http://d")), limits: small, want: "job has 4 images; the limit is 3"},
 		{name: "url limit", body: body(1, visit("S1", "http://a/"+strings.Repeat("x", 12))), limits: small, want: "visits[0].image_url[0] is 21 bytes long; the limit is 20"},
+		{name: "default store_id limit", body: body(1, visit(strings.Repeat("s", DefaultMaxStoreIDLength+1), "http://a/1.jpg")), want: "visits[0].store_id is 129 characters long; the limit is 128"},
+		{name: "default visit_time limit", body: body(1, `{"store_id":"S1","image_url":["http://a/1.jpg"],"visit_time":"`+strings.Repeat("t", DefaultMaxVisitTimeLength+1)+`"}`), want: "visits[0].visit_time is 65 characters long; the limit is 64"},
+		{name: "store_id limit", body: body(2, ok, visit("S1234", "http://a")), limits: small, want: "visits[1].store_id is 5 characters long; the limit is 4"},
+		{name: "store_id limit counts characters", body: body(1, visit("ééééé", "http://a")), limits: small, want: "visits[0].store_id is 5 characters long; the limit is 4"},
+		{name: "visit_time limit", body: body(1, `{"store_id":"S1","image_url":["http://a"],"visit_time":"2024"}`), limits: small, want: "visits[0].visit_time is 4 characters long; the limit is 3"},
+		{name: "store_id limit before image_url", body: body(1, `{"store_id":"S1234","image_url":[]}`), limits: small, want: "visits[0].store_id is 5 characters long; the limit is 4"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -249,6 +300,24 @@ func TestDecodeSubmit_Errors(t *testing.T) {
 				t.Errorf("error = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// The scanners see only JSON the decoder has validated; given anything else
+// they fail rather than panic.
+func TestObjectFields_RefusesMalformedJSON(t *testing.T) {
+	for _, raw := range []string{``, ` `, `{`, `{"a"`, `{"a":`, `{"a":1`, `{"a":1,`, `{"a" 1}`, `{a:1}`, `{"a":1 "b":2}`, `{"a":"x}`, `{"a":}`, `{"a":[1,2}`, `{"a":1]`, `[1]`, `"{}"`} {
+		if fields, err := objectFields([]byte(raw), nil); err == nil {
+			t.Errorf("objectFields(%q) = %q", raw, fields)
+		}
+	}
+}
+
+func TestArrayElems_RefusesMalformedJSON(t *testing.T) {
+	for _, raw := range []string{``, `[`, `[1`, `[1,`, `[1 2]`, `["x]`, `[,]`, `[{]`, `{}`} {
+		if elems, err := arrayElems([]byte(raw)); err == nil {
+			t.Errorf("arrayElems(%q) = %q", raw, elems)
+		}
 	}
 }
 

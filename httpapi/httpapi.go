@@ -72,11 +72,14 @@ type Config struct {
 	// MaxBodyBytes caps a submit body: a larger one is refused with 413.
 	// Default DefaultMaxBodyBytes (10 MiB).
 	MaxBodyBytes int64
-	// MaxVisits, MaxImages and MaxURLLength bound a submission (see
-	// Limits); beyond them a submit is refused with 400 naming the limit.
-	MaxVisits    int
-	MaxImages    int
-	MaxURLLength int
+	// MaxVisits, MaxImages, MaxURLLength, MaxStoreIDLength and
+	// MaxVisitTimeLength bound a submission (see Limits); beyond them a
+	// submit is refused with 400 naming the limit.
+	MaxVisits          int
+	MaxImages          int
+	MaxURLLength       int
+	MaxStoreIDLength   int
+	MaxVisitTimeLength int
 	// APITokens, if not empty, makes every /api/ path require
 	// "Authorization: Bearer <token>" with one of these tokens; otherwise
 	// the answer is 401 with WWW-Authenticate: Bearer. Health, readiness
@@ -124,14 +127,17 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	if cfg.Jobs == nil {
 		return nil, errors.New("httpapi: Config.Jobs is required")
 	}
-	if cfg.MaxBodyBytes < 0 || cfg.MaxVisits < 0 || cfg.MaxImages < 0 || cfg.MaxURLLength < 0 || cfg.RetryAfter < 0 {
+	if cfg.MaxBodyBytes < 0 || cfg.MaxVisits < 0 || cfg.MaxImages < 0 || cfg.MaxURLLength < 0 ||
+		cfg.MaxStoreIDLength < 0 || cfg.MaxVisitTimeLength < 0 || cfg.RetryAfter < 0 {
 		return nil, errors.New("httpapi: limits and RetryAfter must not be negative")
 	}
+	lim := Limits{MaxVisits: cfg.MaxVisits, MaxImages: cfg.MaxImages, MaxURLLength: cfg.MaxURLLength,
+		MaxStoreIDLength: cfg.MaxStoreIDLength, MaxVisitTimeLength: cfg.MaxVisitTimeLength}
 	h := &handler{
 		jobs:     cfg.Jobs,
 		checkURL: cfg.CheckURL,
 		maxBody:  cfg.MaxBodyBytes,
-		limits:   Limits{MaxVisits: cfg.MaxVisits, MaxImages: cfg.MaxImages, MaxURLLength: cfg.MaxURLLength}.withDefaults(),
+		limits:   lim.withDefaults(),
 		ready:    cfg.Ready,
 		log:      cfg.Logger,
 		now:      cfg.Now,

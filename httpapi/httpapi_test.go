@@ -166,7 +166,7 @@ func TestHandler_Submit(t *testing.T) {
 }
 
 func TestHandler_SubmitBadRequest(t *testing.T) {
-	h := mustHandler(t, Config{CheckURL: checkScheme, MaxVisits: 2, MaxImages: 3, MaxURLLength: 30})
+	h := mustHandler(t, Config{CheckURL: checkScheme, MaxVisits: 2, MaxImages: 3, MaxURLLength: 30, MaxStoreIDLength: 8, MaxVisitTimeLength: 5})
 	ok := visit("S1", "http://a/1.jpg")
 	tests := []struct {
 		name, body, want string
@@ -187,6 +187,9 @@ func TestHandler_SubmitBadRequest(t *testing.T) {
 		{"visit limit", body(3, ok, ok, ok), "job has 3 visits; the limit is 2"},
 		{"image limit", body(1, visit("S1", "http://a", "http://b", "http://c", "http://d")), "job has 4 images; the limit is 3"},
 		{"url limit", body(1, visit("S1", "http://a/"+strings.Repeat("x", 30))), "visits[0].image_url[0] is 39 bytes long; the limit is 30"},
+		{"store_id whitespace", body(1, visit("S1 ", "http://a")), "visits[0].store_id has leading or trailing whitespace"},
+		{"store_id limit", body(2, ok, visit("S12345678", "http://a")), "visits[1].store_id is 9 characters long; the limit is 8"},
+		{"visit_time limit", body(1, `{"store_id":"S1","image_url":["http://a"],"visit_time":"123456"}`), "visits[0].visit_time is 6 characters long; the limit is 5"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -601,6 +604,8 @@ func TestNewHandler_Validates(t *testing.T) {
 		{"negative visits", Config{Jobs: jobs, MaxVisits: -1}},
 		{"negative images", Config{Jobs: jobs, MaxImages: -1}},
 		{"negative url", Config{Jobs: jobs, MaxURLLength: -1}},
+		{"negative store_id length", Config{Jobs: jobs, MaxStoreIDLength: -1}},
+		{"negative visit_time length", Config{Jobs: jobs, MaxVisitTimeLength: -1}},
 		{"negative retry", Config{Jobs: jobs, RetryAfter: -time.Second}},
 		{"empty token", Config{Jobs: jobs, APITokens: []string{"a", ""}}},
 	}

@@ -289,6 +289,9 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		MetricsHandler: metrics.Handler(a.registry),
 		Logger:         log,
 		OnReject:       a.metrics.SubmitRejected,
+
+		MaxStoreIDLength:   cfg.MaxStoreIDLength,
+		MaxVisitTimeLength: cfg.MaxVisitTimeLength,
 	})
 	if err != nil {
 		return nil, err

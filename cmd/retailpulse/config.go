@@ -45,6 +45,8 @@ type serveConfig struct {
 	MaxVisits            int
 	MaxImages            int
 	MaxURLLength         int
+	MaxStoreIDLength     int
+	MaxVisitTimeLength   int
 	MaxPendingSubmits    int
 	MaxQueuedJobs        int
 	SnapshotEvery        uint64
@@ -85,6 +87,8 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxVisits, "max-visits", 10_000, "visits per job")
 	fs.IntVar(&cfg.MaxImages, "max-images", 100_000, "images per job")
 	fs.IntVar(&cfg.MaxURLLength, "max-url-length", 2048, "characters per image URL")
+	fs.IntVar(&cfg.MaxStoreIDLength, "max-store-id-length", 128, "characters per store_id")
+	fs.IntVar(&cfg.MaxVisitTimeLength, "max-visit-time-length", 64, "characters per visit_time")
 	fs.IntVar(&cfg.MaxPendingSubmits, "max-pending-submits", 256, "submits being stored at once (503 above)")
 	fs.IntVar(&cfg.MaxQueuedJobs, "max-queued-jobs", 10_000, "jobs waiting for an owner before submits answer 503 (0 = unbounded)")
 	fs.Uint64Var(&cfg.SnapshotEvery, "snapshot-every", 100_000, "messages applied between read model snapshots (restart shortcut)")
@@ -168,6 +172,8 @@ func (cfg *serveConfig) validate() error {
 		{cfg.ShutdownTimeout > 0, "--shutdown-timeout must be positive"},
 		{cfg.MaxBodyBytes > 0, "--max-body-bytes must be positive"},
 		{cfg.MaxVisits > 0 && cfg.MaxImages > 0 && cfg.MaxURLLength > 0, "--max-visits, --max-images and --max-url-length must be positive"},
+		{cfg.MaxStoreIDLength > 0, "--max-store-id-length must be positive"},
+		{cfg.MaxVisitTimeLength > 0, "--max-visit-time-length must be positive"},
 		{cfg.MaxPendingSubmits > 0, "--max-pending-submits must be positive"},
 		{cfg.MaxQueuedJobs >= 0, "--max-queued-jobs must not be negative"},
 		{cfg.SnapshotEvery > 0, "--snapshot-every must be positive"},
@@ -233,6 +239,7 @@ func (cfg *serveConfig) redacted() []any {
 		"store_concurrency", cfg.StoreConcurrency, "max_attempts", cfg.MaxAttempts,
 		"shutdown_timeout", cfg.ShutdownTimeout, "max_body_bytes", cfg.MaxBodyBytes,
 		"max_visits", cfg.MaxVisits, "max_images", cfg.MaxImages, "max_url_length", cfg.MaxURLLength,
+		"max_store_id_length", cfg.MaxStoreIDLength, "max_visit_time_length", cfg.MaxVisitTimeLength,
 		"max_pending_submits", cfg.MaxPendingSubmits, "max_queued_jobs", cfg.MaxQueuedJobs, "snapshot_every", cfg.SnapshotEvery, "api_token", token,
 	}
 }

@@ -307,6 +307,14 @@ func TestService_FailuresListEachFailedStoreOnce(t *testing.T) {
 			want:   []events.StoreError{{StoreID: storeA, Error: "image " + img.URL + "/404: http 404"}},
 		},
 		{
+			name:   "stores in order of first visit, each with its first failing image",
+			visits: []visit{{storeB, []string{good}, "t"}, {storeA, []string{img.URL + "/html", img.URL + "/404"}, "t"}, {storeB, []string{img.URL + "/404"}, "t"}},
+			want: []events.StoreError{
+				{StoreID: storeB, Error: "image " + img.URL + "/404: http 404"},
+				{StoreID: storeA, Error: "image " + img.URL + "/html: not an image"},
+			},
+		},
+		{
 			name:   "not an image",
 			visits: []visit{{storeB, []string{img.URL + "/html"}, "t"}},
 			want:   []events.StoreError{{StoreID: storeB, Error: "image " + img.URL + "/html: not an image"}},
@@ -343,7 +351,7 @@ func TestService_Formats(t *testing.T) {
 
 func TestService_HTTPContract(t *testing.T) {
 	img := newImageServer(t)
-	app := startApp(t, t.TempDir())
+	app := startApp(t, t.TempDir(), "--max-store-id-length", "12", "--max-visit-time-length", "8")
 	good := jobBody(visit{storeA, []string{img.URL + "/1x1.png"}, "t"})
 	tests := []struct {
 		name, method, path, body string
@@ -357,6 +365,8 @@ func TestService_HTTPContract(t *testing.T) {
 		{name: "count mismatch", method: "POST", path: "/api/submit/", body: `{"count":2,"visits":[{"store_id":"S1","image_url":["http://x/a.jpg"],"visit_time":"t"}]}`, code: 400, contains: "count"},
 		{name: "missing store_id", method: "POST", path: "/api/submit/", body: `{"count":1,"visits":[{"image_url":["http://x/a.jpg"],"visit_time":"t"}]}`, code: 400, contains: "visits[0].store_id is required"},
 		{name: "count zero", method: "POST", path: "/api/submit/", body: `{"count":0,"visits":[]}`, code: 400, contains: `"error":`},
+		{name: "store_id over --max-store-id-length", method: "POST", path: "/api/submit/", body: jobBody(visit{"S0123456789AB", []string{img.URL + "/1x1.png"}, "t"}), code: 400, contains: "visits[0].store_id is 13 characters long; the limit is 12"},
+		{name: "visit_time over --max-visit-time-length", method: "POST", path: "/api/submit/", body: jobBody(visit{storeA, []string{img.URL + "/1x1.png"}, "123456789"}), code: 400, contains: "visits[0].visit_time is 9 characters long; the limit is 8"},
 		{name: "status unknown job", method: "GET", path: "/api/status?jobid=999999", code: 400, wantBody: "{}"},
 		{name: "status missing jobid", method: "GET", path: "/api/status", code: 400, wantBody: "{}"},
 		{name: "status non-integer", method: "GET", path: "/api/status?jobid=abc", code: 400, wantBody: "{}"},

@@ -10,9 +10,12 @@ import (
 	"log/slog"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -201,6 +204,9 @@ func (m *Main) replay(ctx context.Context, args []string) int {
 	return exitOK
 }
 
+// printJobs prints views as a table, one line per job. Text from the log
+// (store ids and errors hold what clients sent) goes through tableCell, so
+// no value can break the table or reach the terminal as a control sequence.
 func printJobs(w io.Writer, views []events.JobView) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "JOB\tSTATUS\tIMAGES\tPROCESSED\tFAILED\tERRORS")
@@ -209,9 +215,46 @@ func printJobs(w io.Writer, views []events.JobView) {
 		for _, e := range v.Errors {
 			errs = append(errs, e.StoreID+": "+e.Error)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\n", v.ID, v.Status, v.Images, v.Processed, v.Failed, strings.Join(errs, "; "))
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\n", v.ID, tableCell(string(v.Status)), v.Images, v.Processed, v.Failed, tableCell(strings.Join(errs, "; ")))
 	}
 	tw.Flush()
+}
+
+// maxCellChars bounds a table cell; a longer one is cut and ends in "…".
+const maxCellChars = 80
+
+// tableCell renders s for one cell of a terminal table: backslashes,
+// non-printable characters (controls such as \n, \t and \x1b, format
+// characters such as \u202e) and invalid UTF-8 bytes are escaped as in a
+// Go string literal, and the result is cut after maxCellChars characters,
+// never inside an escape.
+func tableCell(s string) string {
+	var b strings.Builder
+	chars := 0
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		var piece string
+		switch {
+		case r == utf8.RuneError && size == 1:
+			piece = fmt.Sprintf(`\x%02x`, s[i])
+		case r == '\\':
+			piece = `\\`
+		case unicode.IsPrint(r):
+			piece = s[i : i+size]
+		default:
+			q := strconv.QuoteRune(r)
+			piece = q[1 : len(q)-1]
+		}
+		n := utf8.RuneCountInString(piece)
+		if chars+n > maxCellChars {
+			b.WriteString("…")
+			return b.String()
+		}
+		b.WriteString(piece)
+		chars += n
+		i += size
+	}
+	return b.String()
 }
 
 // verify rebuilds every job from scratch and compares it with what the

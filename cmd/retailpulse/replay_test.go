@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/retailpulse/retailpulse/events"
 	"github.com/retailpulse/retailpulse/events/jsstore"
@@ -200,5 +202,73 @@ func TestVerify_FindsAndRequeuesStranded(t *testing.T) {
 	}
 	if code, _, _ := runMain(t, "verify", "--data-dir", filepath.Join(dir, "missing")); code != exitUsage {
 		t.Fatalf("verify that cannot run: exit %d, want %d", code, exitUsage)
+	}
+}
+
+func TestTableCell_EscapesAndCuts(t *testing.T) {
+	long := strings.Repeat("x", maxCellChars)
+	tests := []struct {
+		name, in, want string
+	}{
+		{name: "plain", in: "S00339218: image http://a/b.jpg: http 404", want: "S00339218: image http://a/b.jpg: http 404"},
+		{name: "empty", in: "", want: ""},
+		{name: "printable unicode", in: "Sé 😀", want: "Sé 😀"},
+		{name: "newline and tab", in: "S1\nS2\tS3\r", want: `S1\nS2\tS3\r`},
+		{name: "ANSI escape", in: "\x1b[31mred\x1b[0m", want: `\x1b[31mred\x1b[0m`},
+		{name: "other controls", in: "a\x00b\x7fc\u0085d", want: `a\x00b\x7fc\u0085d`},
+		{name: "bidi override", in: "a\u202eb", want: `a\u202eb`},
+		{name: "no-break space", in: "a\u00a0b", want: `a\u00a0b`},
+		{name: "invalid UTF-8", in: "a\xffb\xc3", want: `a\xffb\xc3`},
+		{name: "backslash stays distinguishable", in: `a\nb`, want: `a\\nb`},
+		{name: "tabwriter escape byte", in: "a\xffb\xff", want: `a\xffb\xff`},
+		{name: "exactly the limit", in: long, want: long},
+		{name: "over the limit", in: long + "y", want: long + "…"},
+		{name: "counts characters, not bytes", in: strings.Repeat("é", maxCellChars+1), want: strings.Repeat("é", maxCellChars) + "…"},
+		{name: "escapes count as they print", in: strings.Repeat("\n", maxCellChars), want: strings.Repeat(`\n`, maxCellChars/2) + "…"},
+		{name: "an escape is never split", in: strings.Repeat("x", maxCellChars-1) + "\x1b", want: strings.Repeat("x", maxCellChars-1) + "…"},
+		{name: "a huge value is cut", in: strings.Repeat("S", 1<<20), want: strings.Repeat("S", maxCellChars) + "…"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tableCell(tt.in); got != tt.want {
+				t.Fatalf("tableCell(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPrintJobs_ClientTextCannotBreakTheTable(t *testing.T) {
+	views := []events.JobView{
+		{ID: 1, Status: events.StatusFailed, Images: 2, Failed: 2, Errors: []events.StoreError{
+			{StoreID: "S1\n2\tforged\tline", Error: "unknown store"},
+			{StoreID: "\x1b[2J\x1b[31mS2", Error: "image http://a/\x1b]0;title\x07: http 404"},
+		}},
+		{ID: 2, Status: events.StatusFailed, Images: 1, Failed: 1, Errors: []events.StoreError{{StoreID: strings.Repeat("S", 1<<20), Error: "unknown store"}}},
+		{ID: 3, Status: events.StatusCompleted, Images: 1, Processed: 1},
+	}
+	var out bytes.Buffer
+	printJobs(&out, views)
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 1+len(views) {
+		t.Fatalf("%d lines for %d jobs:\n%s", len(lines), len(views), out.String())
+	}
+	for i, line := range lines {
+		if strings.ContainsFunc(line, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			t.Errorf("line %d holds a control character: %q", i, line)
+		}
+		if n := utf8.RuneCountInString(line); n > 160 {
+			t.Errorf("line %d is %d characters long", i, n)
+		}
+	}
+	if want := `S1\n2\tforged\tline: unknown store; \x1b[2J\x1b[31mS2: image http`; !strings.Contains(lines[1], want) {
+		t.Errorf("job 1 line %q does not contain %q", lines[1], want)
+	}
+	if !strings.HasSuffix(lines[2], "…") {
+		t.Errorf("job 2 line not cut: %.100q", lines[2])
+	}
+
+	// JSON output keeps the values exact.
+	if got := toJSON(views[0]).Error; !reflect.DeepEqual(got, views[0].Errors) {
+		t.Errorf("toJSON errors = %q, want %q", got, views[0].Errors)
 	}
 }
