@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"image"
 	"image/png"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -431,4 +432,53 @@ func TestEngine_DeadJobActorFreesImageSlots(t *testing.T) {
 	second := submit(t, store, img.URL+"/x.png")
 	waitCompleted(t, store, second)
 	waitCompleted(t, store, first) // handed back after the panic, then finished
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A job's completion line at info level carries its failures by reason.
+func TestEngine_CompletionLogCountsFailuresByReason(t *testing.T) {
+	store := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{})
+	img := newGatedImages(t, "nobody")
+	var logs syncBuffer
+	startEngine(t, store, "owner", func(c *actors.Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+		c.KnownStore = func(id string) bool { return id == "S1" }
+	})
+	sub := &events.JobSubmitted{Count: 2, Visits: []events.Visit{
+		{StoreID: "S1", ImageURLs: []string{img.URL + "/1.png", "http://127.0.0.1:1/refused.png"}, VisitTime: "t"},
+		{StoreID: "S404", ImageURLs: []string{"a", "b"}, VisitTime: "t"},
+	}}
+	id, _, err := store.Submit(context.Background(), sub, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitCompleted(t, store, id)
+	jstest.CheckFor(t, 10*time.Second, func() error {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(line, `"msg":"job completed"`) {
+				if want := `"failed_by_reason":{"connection failed":1,"unknown store":2}`; !strings.Contains(line, want) {
+					return fmt.Errorf("completion line %s lacks %s", line, want)
+				}
+				return nil
+			}
+		}
+		return errors.New("no completion line yet")
+	})
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -41,14 +43,15 @@ type task struct {
 // job's events while its fence holds: every append is fenced on the job's
 // last message, so a stale owner's first write fails and it stops.
 type jobActor struct {
-	e       *Engine
-	d       Delivery
-	id      uint64
-	token   string // unique to this ownership; part of every msg id
-	st      *events.JobState
-	sub     *events.JobSubmitted
-	fence   uint64
-	mailbox chan jobMsg
+	e        *Engine
+	d        Delivery
+	id       uint64
+	token    string // unique to this ownership; part of every msg id
+	st       *events.JobState
+	sub      *events.JobSubmitted
+	fence    uint64
+	mailbox  chan jobMsg
+	failedBy map[string]int // failed images of the job by reason, as recorded in the log
 	// settledDelivery: the delivery was acked, released or terminated, or
 	// must not be touched (the fence was lost). Read by the engine after Run.
 	settledDelivery bool
@@ -134,10 +137,15 @@ func (a *jobActor) load(hard context.Context) error {
 	}
 	a.sub = sub
 	a.st = events.NewJobState(a.id, sub)
+	a.failedBy = map[string]int{}
 	for _, r := range h.Records {
 		for _, ev := range r.Events {
-			if _, err := a.st.Apply(ev); err != nil {
+			changed, err := a.st.Apply(ev)
+			if err != nil {
 				a.e.cfg.Logger.Error("ignoring event", "job_id", a.id, "seq", r.Seq, "err", err)
+			}
+			if changed {
+				a.countFailure(ev)
 			}
 		}
 	}
@@ -310,7 +318,9 @@ func (a *jobActor) append(hard context.Context, kind string, evs ...events.Event
 			cfg.Observer.Append(kind, len(evs), time.Since(start))
 			a.fence = seq
 			for _, ev := range evs {
-				_, _ = a.st.Apply(ev)
+				if changed, _ := a.st.Apply(ev); changed {
+					a.countFailure(ev)
+				}
 			}
 			return nil
 		}
@@ -327,6 +337,24 @@ func (a *jobActor) append(hard context.Context, kind string, evs ...events.Event
 		backoff = min(backoff*2, 10*time.Second)
 		_ = a.d.InProgress()
 	}
+}
+
+// countFailure adds a failed image's reason to failedBy; call it for
+// events the fold applied.
+func (a *jobActor) countFailure(ev events.Event) {
+	if f, ok := ev.(*events.ImageFailed); ok {
+		a.failedBy[f.Reason]++
+	}
+}
+
+// failureAttrs returns failedBy as a log group, reasons sorted.
+func (a *jobActor) failureAttrs() slog.Attr {
+	reasons := slices.Sorted(maps.Keys(a.failedBy))
+	attrs := make([]any, 0, len(reasons))
+	for _, r := range reasons {
+		attrs = append(attrs, slog.Int(r, a.failedBy[r]))
+	}
+	return slog.Group("failed_by_reason", attrs...)
 }
 
 // lost handles a failed append: a fenced owner stops without ack, write or
@@ -378,7 +406,7 @@ func (a *jobActor) complete(hard context.Context) error {
 		return a.lost(hard, err)
 	}
 	a.e.cfg.Observer.JobFinished(string(status))
-	a.e.cfg.Logger.Info("job completed", "job_id", a.id, "status", status, "processed", a.st.Processed, "failed", a.st.Failed)
+	a.e.cfg.Logger.Info("job completed", "job_id", a.id, "status", status, "processed", a.st.Processed, "failed", a.st.Failed, a.failureAttrs())
 	a.settledDelivery = true
 	return a.confirm(hard, a.d.Ack)
 }

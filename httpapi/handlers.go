@@ -34,6 +34,12 @@ func (h *handler) submit(w http.ResponseWriter, r *http.Request) {
 		h.tooLarge(w)
 		return
 	}
+	if !h.submits.tryAcquire() {
+		h.reject("overloaded")
+		h.unavailable(w, r, events.ErrOverloaded, "service is at capacity, retry later")
+		return
+	}
+	defer h.submits.release()
 	body := http.MaxBytesReader(w, r.Body, h.maxBody)
 	job, err := DecodeSubmit(body, h.limits, h.checkURL)
 	if err != nil {
@@ -173,6 +179,11 @@ func (h *handler) lookup(w http.ResponseWriter, r *http.Request) (uint64, events
 // results handles GET /api/results?jobid=N: every image's recorded result,
 // read from the event log. Unknown ids are answered like status does.
 func (h *handler) results(w http.ResponseWriter, r *http.Request) {
+	if !h.resultsIn.tryAcquire() {
+		h.unavailable(w, r, events.ErrOverloaded, "too many results requests in progress, retry later")
+		return
+	}
+	defer h.resultsIn.release()
 	id, view, ok := h.lookup(w, r)
 	if !ok {
 		return

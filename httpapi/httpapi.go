@@ -100,10 +100,18 @@ type Config struct {
 	// submissions (503s). Default: discard.
 	Logger *slog.Logger
 	// OnReject, if set, is told each request the API refuses by itself:
+	// "overloaded" (503, MaxPendingSubmits reached),
 	// "invalid" (400 on submit), "too_large" (413), "unauthorized" (401).
 	OnReject func(reason string)
 	// Now stamps SubmittedAt. Default time.Now.
 	Now func() time.Time
+	// MaxPendingSubmits bounds submits in progress, taken before the body is
+	// read, so concurrent large bodies are never all decoded at once;
+	// beyond it 503 at once. 0 = unbounded.
+	MaxPendingSubmits int
+	// MaxPendingResults bounds /api/results requests in progress (each
+	// reads a whole job from the log); beyond it 503 at once. 0 = unbounded.
+	MaxPendingResults int
 }
 
 // handler holds a validated Config.
@@ -119,6 +127,37 @@ type handler struct {
 	retryAfter string
 	log        *slog.Logger
 	now        func() time.Time
+	submits    semaphore // nil = unbounded
+	resultsIn  semaphore // nil = unbounded
+}
+
+// semaphore bounds work in progress; a nil one admits everything.
+type semaphore chan struct{}
+
+func newSemaphore(n int) semaphore {
+	if n <= 0 {
+		return nil
+	}
+	return make(semaphore, n)
+}
+
+// tryAcquire takes a slot if one is free; release gives it back.
+func (s semaphore) tryAcquire() bool {
+	if s == nil {
+		return true
+	}
+	select {
+	case s <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s semaphore) release() {
+	if s != nil {
+		<-s
+	}
 }
 
 // NewHandler validates cfg and returns the API's handler. It fails if Jobs
@@ -128,20 +167,23 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		return nil, errors.New("httpapi: Config.Jobs is required")
 	}
 	if cfg.MaxBodyBytes < 0 || cfg.MaxVisits < 0 || cfg.MaxImages < 0 || cfg.MaxURLLength < 0 ||
-		cfg.MaxStoreIDLength < 0 || cfg.MaxVisitTimeLength < 0 || cfg.RetryAfter < 0 {
+		cfg.MaxStoreIDLength < 0 || cfg.MaxVisitTimeLength < 0 || cfg.RetryAfter < 0 ||
+		cfg.MaxPendingSubmits < 0 || cfg.MaxPendingResults < 0 {
 		return nil, errors.New("httpapi: limits and RetryAfter must not be negative")
 	}
 	lim := Limits{MaxVisits: cfg.MaxVisits, MaxImages: cfg.MaxImages, MaxURLLength: cfg.MaxURLLength,
 		MaxStoreIDLength: cfg.MaxStoreIDLength, MaxVisitTimeLength: cfg.MaxVisitTimeLength}
 	h := &handler{
-		jobs:     cfg.Jobs,
-		checkURL: cfg.CheckURL,
-		maxBody:  cfg.MaxBodyBytes,
-		limits:   lim.withDefaults(),
-		ready:    cfg.Ready,
-		log:      cfg.Logger,
-		now:      cfg.Now,
-		onReject: cfg.OnReject,
+		jobs:      cfg.Jobs,
+		checkURL:  cfg.CheckURL,
+		maxBody:   cfg.MaxBodyBytes,
+		limits:    lim.withDefaults(),
+		ready:     cfg.Ready,
+		log:       cfg.Logger,
+		now:       cfg.Now,
+		onReject:  cfg.OnReject,
+		submits:   newSemaphore(cfg.MaxPendingSubmits),
+		resultsIn: newSemaphore(cfg.MaxPendingResults),
 	}
 	if h.maxBody == 0 {
 		h.maxBody = DefaultMaxBodyBytes

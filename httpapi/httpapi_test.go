@@ -699,3 +699,59 @@ func TestHandler_SubmitRejections(t *testing.T) {
 		t.Fatalf("rejections reported: %v", rejected)
 	}
 }
+
+// blockingJobs holds every Submit and Results call until release closes.
+type blockingJobs struct {
+	*memJobs
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingJobs) Submit(ctx context.Context, job *events.JobSubmitted, key string) (uint64, bool, error) {
+	b.entered <- struct{}{}
+	<-b.release
+	return b.memJobs.Submit(ctx, job, key)
+}
+
+func (b *blockingJobs) Results(context.Context, uint64) ([]events.ImageResult, error) {
+	b.entered <- struct{}{}
+	<-b.release
+	return nil, nil
+}
+
+var _ Results = (*blockingJobs)(nil)
+
+// Past MaxPendingSubmits a submit is refused before its body is read (an
+// invalid body gets 503, not 400); past MaxPendingResults likewise.
+func TestHandler_PendingLimitsTakenFirst(t *testing.T) {
+	jobs := &blockingJobs{memJobs: newMemJobs(), entered: make(chan struct{}, 4), release: make(chan struct{})}
+	jobs.setView(events.JobView{ID: 1, Status: events.StatusCompleted})
+	var rejected []string
+	var mu sync.Mutex
+	h := mustHandler(t, Config{Jobs: jobs, MaxPendingSubmits: 1, MaxPendingResults: 1,
+		OnReject: func(r string) { mu.Lock(); rejected = append(rejected, r); mu.Unlock() }})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		serve(h, http.MethodPost, "/api/submit/", specPayload)
+		serve(h, http.MethodGet, "/api/results?jobid=1", "")
+	}()
+	<-jobs.entered // the first submit holds the only slot
+	rec := serve(h, http.MethodPost, "/api/submit/", "{not json")
+	checkJSON(t, rec, http.StatusServiceUnavailable, errorBody("service is at capacity, retry later"))
+	jobs.release <- struct{}{}
+	<-jobs.entered // the first results request holds the only slot
+	rec = serve(h, http.MethodGet, "/api/results?jobid=1", "")
+	checkJSON(t, rec, http.StatusServiceUnavailable, errorBody("too many results requests in progress, retry later"))
+	close(jobs.release)
+	<-done
+	rec = serve(h, http.MethodPost, "/api/submit/", "{not json")
+	if rec.Code != http.StatusBadRequest {
+		t.Fatalf("after the slots freed: %d, want 400", rec.Code)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(rejected) != "[overloaded invalid]" {
+		t.Fatalf("rejections %v", rejected)
+	}
+}

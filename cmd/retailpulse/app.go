@@ -146,7 +146,6 @@ type App struct {
 	httpServer *http.Server
 	listener   net.Listener
 	stopping   atomic.Bool
-	submits    chan struct{}
 	admission  *jsstore.Admission
 	writable   atomic.Bool // the event log took writes at the last probe
 
@@ -157,7 +156,7 @@ type App struct {
 // NewApp starts NATS, opens the store and binds the HTTP listener. Nothing
 // processes jobs until Run. On error everything started is stopped.
 func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err error) {
-	a := &App{cfg: cfg, log: log, submits: make(chan struct{}, cfg.MaxPendingSubmits)}
+	a := &App{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -277,18 +276,20 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		}
 	}
 	h, err := httpapi.NewHandler(httpapi.Config{
-		Jobs:           a,
-		CheckURL:       func(raw string) error { return imagefetch.CheckURL(raw, cfg.MaxURLLength) },
-		MaxBodyBytes:   cfg.MaxBodyBytes,
-		MaxVisits:      cfg.MaxVisits,
-		MaxImages:      cfg.MaxImages,
-		MaxURLLength:   cfg.MaxURLLength,
-		APITokens:      tokens,
-		Ready:          a.Ready,
-		Instrument:     a.metrics.Instrument,
-		MetricsHandler: metrics.Handler(a.registry),
-		Logger:         log,
-		OnReject:       a.metrics.SubmitRejected,
+		Jobs:              a,
+		CheckURL:          func(raw string) error { return imagefetch.CheckURL(raw, cfg.MaxURLLength) },
+		MaxBodyBytes:      cfg.MaxBodyBytes,
+		MaxVisits:         cfg.MaxVisits,
+		MaxImages:         cfg.MaxImages,
+		MaxURLLength:      cfg.MaxURLLength,
+		APITokens:         tokens,
+		Ready:             a.Ready,
+		Instrument:        a.metrics.Instrument,
+		MetricsHandler:    metrics.Handler(a.registry),
+		Logger:            log,
+		OnReject:          a.metrics.SubmitRejected,
+		MaxPendingSubmits: cfg.MaxPendingSubmits,
+		MaxPendingResults: cfg.MaxPendingResults,
 
 		MaxStoreIDLength:   cfg.MaxStoreIDLength,
 		MaxVisitTimeLength: cfg.MaxVisitTimeLength,
@@ -419,17 +420,13 @@ func driftMessage(e *jsstore.DriftError) string {
 }
 
 // Submit implements httpapi.Jobs. It answers events.ErrOverloaded at once
-// when MaxPendingSubmits are being stored or MaxQueuedJobs wait for an
-// owner, and events.ErrStorageFull when the log is nearly full (the rest is
-// kept for running jobs); nothing is stored then.
+// when MaxQueuedJobs wait for an owner, events.ErrStorageFull when the log
+// is nearly full (the rest is kept for running jobs), and
+// events.ErrUnavailable when the log cannot take writes (at once when the
+// last probe said so, else after --submit-timeout); nothing is stored
+// then. (--max-pending-submits is enforced by the HTTP layer, before the
+// body is read.)
 func (a *App) Submit(ctx context.Context, job *events.JobSubmitted, key string) (uint64, bool, error) {
-	select {
-	case a.submits <- struct{}{}:
-		defer func() { <-a.submits }()
-	default:
-		a.metrics.SubmitRejected("overloaded")
-		return 0, false, events.ErrOverloaded
-	}
 	id, replayed, err := uint64(0), false, a.admission.Check()
 	if err == nil && !a.writable.Load() {
 		err = fmt.Errorf("%w: the last probe found no stream leader with quorum", events.ErrUnavailable)
@@ -466,6 +463,13 @@ func (a *App) Submit(ctx context.Context, job *events.JobSubmitted, key string) 
 	a.log.Info("job submitted", "job_id", id, "visits", len(job.Visits), "images", job.Images())
 	return id, false, nil
 }
+
+// The optional interfaces the HTTP layer looks for: a drifting signature
+// must fail the build, not silently remove a route.
+var (
+	_ httpapi.Jobs    = (*App)(nil)
+	_ httpapi.Results = (*App)(nil)
+)
 
 // Results implements httpapi.Results: per-image results, read from the
 // job's events in the log.

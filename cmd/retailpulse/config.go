@@ -48,6 +48,7 @@ type serveConfig struct {
 	MaxStoreIDLength     int
 	MaxVisitTimeLength   int
 	MaxPendingSubmits    int
+	MaxPendingResults    int
 	MaxQueuedJobs        int
 	SnapshotEvery        uint64
 	ImageTimeout         time.Duration
@@ -89,7 +90,8 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxURLLength, "max-url-length", 2048, "characters per image URL")
 	fs.IntVar(&cfg.MaxStoreIDLength, "max-store-id-length", 128, "characters per store_id")
 	fs.IntVar(&cfg.MaxVisitTimeLength, "max-visit-time-length", 64, "characters per visit_time")
-	fs.IntVar(&cfg.MaxPendingSubmits, "max-pending-submits", 256, "submits being stored at once (503 above)")
+	fs.IntVar(&cfg.MaxPendingSubmits, "max-pending-submits", 256, "submits in progress at once, counted before the body is read (503 above)")
+	fs.IntVar(&cfg.MaxPendingResults, "max-pending-results", 16, "/api/results requests in progress at once, each reading a whole job from the log (503 above)")
 	fs.IntVar(&cfg.MaxQueuedJobs, "max-queued-jobs", 10_000, "jobs waiting for an owner before submits answer 503 (0 = unbounded)")
 	fs.Uint64Var(&cfg.SnapshotEvery, "snapshot-every", 100_000, "messages applied between read model snapshots (restart shortcut)")
 	fs.StringVar(&cfg.APIToken, "api-token", "", "require Authorization: Bearer <token> on /api/* (comma-separated for several)")
@@ -175,6 +177,7 @@ func (cfg *serveConfig) validate() error {
 		{cfg.MaxStoreIDLength > 0, "--max-store-id-length must be positive"},
 		{cfg.MaxVisitTimeLength > 0, "--max-visit-time-length must be positive"},
 		{cfg.MaxPendingSubmits > 0, "--max-pending-submits must be positive"},
+		{cfg.MaxPendingResults > 0, "--max-pending-results must be positive"},
 		{cfg.MaxQueuedJobs >= 0, "--max-queued-jobs must not be negative"},
 		{cfg.SnapshotEvery > 0, "--snapshot-every must be positive"},
 		{cfg.LogFormat == "text" || cfg.LogFormat == "json", "--log-format must be text or json"},
@@ -240,7 +243,7 @@ func (cfg *serveConfig) redacted() []any {
 		"shutdown_timeout", cfg.ShutdownTimeout, "max_body_bytes", cfg.MaxBodyBytes,
 		"max_visits", cfg.MaxVisits, "max_images", cfg.MaxImages, "max_url_length", cfg.MaxURLLength,
 		"max_store_id_length", cfg.MaxStoreIDLength, "max_visit_time_length", cfg.MaxVisitTimeLength,
-		"max_pending_submits", cfg.MaxPendingSubmits, "max_queued_jobs", cfg.MaxQueuedJobs, "snapshot_every", cfg.SnapshotEvery, "api_token", token,
+		"max_pending_submits", cfg.MaxPendingSubmits, "max_pending_results", cfg.MaxPendingResults, "max_queued_jobs", cfg.MaxQueuedJobs, "snapshot_every", cfg.SnapshotEvery, "api_token", token,
 	}
 }
 
