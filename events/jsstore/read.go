@@ -123,7 +123,11 @@ func (s *Store) consume(ctx context.Context, from uint64, fn func(jetstream.Msg,
 	if err != nil {
 		return err
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(2000))
+	// Short pulls with frequent heartbeats: when the server holding the
+	// (single-replica) ordered consumer dies, the missing heartbeats make it
+	// recreate itself elsewhere within seconds, not after the 30 s default
+	// pull's heartbeat window.
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2000), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return err
 	}
