@@ -3,6 +3,7 @@ package jsstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,9 @@ type Projection struct {
 	// ReadWait bounds how long Status waits for a job submitted elsewhere
 	// to reach this projection before answering "ongoing" from the log.
 	ReadWait time.Duration
+	// StallTimeout: a reader that delivers nothing for this long while the
+	// log holds more is replaced. 0 = never. Default 5s; set before Run.
+	StallTimeout time.Duration
 
 	snapshots     *Snapshots
 	snapshotEvery uint64 // messages applied between snapshots
@@ -76,7 +80,7 @@ func NewProjection(store *Store, model *events.ReadModel, log *slog.Logger, onAp
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Projection{store: store, model: model, log: log, onApply: onApply, ReadWait: 2 * time.Second}
+	return &Projection{store: store, model: model, log: log, onApply: onApply, ReadWait: 2 * time.Second, StallTimeout: 5 * time.Second}
 }
 
 // Model returns the read model.
@@ -98,14 +102,24 @@ func (p *Projection) Run(ctx context.Context) error {
 		p.maybeSnapshot(ctx)
 	}
 	for {
-		err := p.store.Follow(ctx, p.model.LastSeq(), apply, func() {
+		fctx, stalled := context.WithCancelCause(ctx)
+		p.background.Add(1)
+		go func() {
+			defer p.background.Done()
+			p.watch(fctx, stalled)
+		}()
+		err := p.store.Follow(fctx, p.model.LastSeq(), apply, func() {
 			if !p.caughtUp.Swap(true) {
 				p.log.Info("projection caught up", "seq", p.model.LastSeq(), "replayed", p.sinceSnapshot, "took", time.Since(start).Round(time.Millisecond))
 				p.maybeSnapshot(ctx)
 			}
 		})
+		stalled(nil)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if cause := context.Cause(fctx); errors.Is(cause, errStalled) {
+			err = cause
 		}
 		p.log.Warn("projection interrupted; resubscribing", "err", err)
 		select {
@@ -116,6 +130,44 @@ func (p *Projection) Run(ctx context.Context) error {
 	}
 }
 
+// errStalled: the log has messages the projection's reader has not
+// delivered for StallTimeout.
+var errStalled = errors.New("projection stalled behind the log")
+
+// watch ends a Follow (through stop) that makes no progress for
+// StallTimeout while the stream leader reports messages beyond it: a
+// reader whose server died or whose consumer was lost, which the client
+// library does not always notice. Returns when ctx ends.
+func (p *Projection) watch(ctx context.Context, stop context.CancelCauseFunc) {
+	if p.StallTimeout <= 0 {
+		return
+	}
+	t := time.NewTicker(p.StallTimeout / 4)
+	defer t.Stop()
+	last, since := p.model.LastSeq(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if seq := p.model.LastSeq(); seq != last {
+			last, since = seq, time.Now()
+			continue
+		}
+		if time.Since(since) < p.StallTimeout {
+			continue
+		}
+		ictx, cancel := context.WithTimeout(ctx, p.StallTimeout/4)
+		info, err := p.store.Info(ictx)
+		cancel()
+		if err == nil && info.LastSeq > last {
+			stop(fmt.Errorf("%w: applied %d, the log holds %d", errStalled, last, info.LastSeq))
+			return
+		}
+		since = time.Now() // idle, or the log cannot say: look again later
+	}
+}
 func (p *Projection) apply(seq uint64, subject string, b events.Batch, err error) {
 	if err != nil {
 		p.log.Error("projection: undecodable message", "seq", seq, "subject", subject, "err", err)
