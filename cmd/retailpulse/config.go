@@ -62,6 +62,10 @@ type serveConfig struct {
 func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: %s [flags]\n\nRuns the service.\n%s\nFlags:\n", name, envHelp)
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "HTTP listen address")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "directory for the embedded NATS server's data")
 	fs.StringVar(&cfg.Stores, "stores", "", "store master CSV (AreaCode,StoreName,StoreID); empty = built-in sample")
@@ -129,6 +133,12 @@ func (cfg *serveConfig) parse(fs *flag.FlagSet, args []string, getenv func(strin
 	}
 	return cfg.validate()
 }
+
+// envHelp states the environment fallback rule for serve's flags.
+const envHelp = `Every flag of serve falls back to the environment variable RETAILPULSE_<FLAG>: the flag's
+name in upper case with "-" as "_", e.g. RETAILPULSE_DATA_DIR for --data-dir. A flag given on
+the command line wins over the environment.
+`
 
 func envName(flagName string) string {
 	return "RETAILPULSE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
