@@ -54,7 +54,10 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		m.Getenv = func(string) string { return "" }
 	}
 	cmd := "serve"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	switch {
+	case len(args) > 0 && isHelpFlag(args[0]):
+		cmd, args = "help", args[1:]
+	case len(args) > 0 && !strings.HasPrefix(args[0], "-"):
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
@@ -69,20 +72,11 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 	case "bench":
 		return m.bench(ctx, args)
 	case "help":
-		fmt.Fprintln(m.Stdout, usage)
-		return exitOK
+		return m.help(ctx, args)
 	}
 	fmt.Fprintf(m.Stderr, "retailpulse: unknown command %q\n%s\n", cmd, usage)
 	return exitUsage
 }
-
-const usage = `usage: retailpulse [serve] [flags]   run the service (default)
-       retailpulse replay [flags]      rebuild job states from the event log and print them
-       retailpulse verify [flags]      rebuild from scratch, compare with a starting service's projection, find stranded jobs
-       retailpulse requeue [flags] JOB...  put stranded jobs back on the work queue
-       retailpulse bench [flags]       load-generate against an in-process service or --url
-       retailpulse help                show this help
-Run "retailpulse serve -h" for the flags.`
 
 func (m *Main) serve(ctx context.Context, args []string) int {
 	var cfg serveConfig

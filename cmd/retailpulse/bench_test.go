@@ -7,18 +7,20 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/retailpulse/retailpulse/cmd/retailpulse/internal/loadgen"
 )
 
 // runBenchCommand runs `retailpulse bench args...` and decodes its --json
 // output.
-func runBenchCommand(t *testing.T, args ...string) (int, benchResult, string) {
+func runBenchCommand(t *testing.T, args ...string) (int, loadgen.Result, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	m := &Main{Stdout: &stdout, Stderr: &stderr}
 	code := m.Run(ctx, append([]string{"bench"}, args...))
-	var res benchResult
+	var res loadgen.Result
 	if strings.Contains(strings.Join(args, " "), "--json") && code != exitUsage {
 		if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
 			t.Fatalf("bench output is not JSON: %v\nstdout: %s\nstderr: %s", err, stdout.String(), stderr.String())
@@ -90,83 +92,6 @@ func TestBench_Flags(t *testing.T) {
 				t.Fatalf("exit %d, want %d; stderr: %s", code, tt.code, stderr)
 			}
 		})
-	}
-}
-
-// A job that ends differently from what its inputs imply is reported.
-func TestBenchJob_Check(t *testing.T) {
-	status := func(s, id string, stores ...string) benchStatus {
-		st := benchStatus{Status: s, JobID: json.RawMessage(id)}
-		for _, id := range stores {
-			st.Error = append(st.Error, benchStoreError{StoreID: id, Error: "image x: http 404"})
-		}
-		return st
-	}
-	ok := benchJob{id: 7}
-	bad := benchJob{id: 7, wantFailed: []string{"S1", "S2"}}
-	tests := []struct {
-		name    string
-		job     benchJob
-		st      benchStatus
-		wantErr bool
-	}{
-		{"completed as expected", ok, status("completed", `"7"`), false},
-		{"numeric job id accepted", ok, status("completed", `7`), false},
-		{"wrong job id", ok, status("completed", `"8"`), true},
-		{"failed unexpectedly", ok, status("failed", `"7"`, "S1"), true},
-		{"failed as expected, any order", bad, status("failed", `"7"`, "S2", "S1"), false},
-		{"store listed twice", bad, status("failed", `"7"`, "S1", "S2", "S1"), true},
-		{"store missing", bad, status("failed", `"7"`, "S1"), true},
-		{"completed although an image failed", bad, status("completed", `"7"`), true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.job.check(tt.st); (err != nil) != tt.wantErr {
-				t.Fatalf("check = %v, want error %v", err, tt.wantErr)
-			}
-		})
-	}
-}
-
-func TestBench_Percentile(t *testing.T) {
-	lat := make([]time.Duration, 100)
-	for i := range lat {
-		lat[i] = time.Duration(100-i) * time.Millisecond
-	}
-	p50, p99, worst := latencyMs(lat)
-	if p50 != 50 || p99 != 99 || worst != 100 {
-		t.Fatalf("p50 %v p99 %v max %v, want 50 99 100", p50, p99, worst)
-	}
-	if p50, p99, worst := latencyMs([]time.Duration{3 * time.Millisecond}); p50 != 3 || p99 != 3 || worst != 3 {
-		t.Fatalf("one sample: %v %v %v", p50, p99, worst)
-	}
-}
-
-func TestBench_ParsePromText(t *testing.T) {
-	got := parsePromText([]byte(`# HELP x y
-# TYPE retailpulse_images_failed_total counter
-retailpulse_images_failed_total{reason="http 404"} 3
-retailpulse_images_failed_total{reason="odd } brace"} 2
-retailpulse_event_batch_events_sum 12.5
-process_resident_memory_bytes 1.2e+07 1700000000000
-`))
-	want := promSample{"retailpulse_images_failed_total": 5, "retailpulse_event_batch_events_sum": 12.5, "process_resident_memory_bytes": 1.2e7}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s = %v, want %v", k, got[k], v)
-		}
-	}
-}
-
-func TestBench_JPEGDecodesAtAnySize(t *testing.T) {
-	for _, size := range []int{0, 20_000, 100_000} {
-		b, err := benchJPEG(640, 480, size)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(b) < size {
-			t.Errorf("size %d: got %d bytes", size, len(b))
-		}
 	}
 }
 

@@ -63,6 +63,10 @@ type serveConfig struct {
 func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: %s [flags]\n\nRuns the service.\n%s\nFlags:\n", name, envHelp)
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "HTTP listen address")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "directory for the embedded NATS server's data")
 	fs.StringVar(&cfg.Stores, "stores", "", "store master CSV (AreaCode,StoreName,StoreID); empty = built-in sample")
@@ -74,7 +78,8 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.SubmitTimeout, "submit-timeout", 5*time.Second, "bound on a request's wait for the event log (a submit, or a read of a job not yet projected); 503 after it")
 	fs.IntVar(&cfg.Replicas, "replicas", 1, "stream replicas (3 on an external cluster)")
 	fs.StringVar(&cfg.Fsync, "fsync", "always", "embedded server fsync: always, or an interval such as 1s (data-loss window on power loss)")
-	fs.Int64Var(&cfg.MaxStreamBytes, "max-stream-bytes", 10<<30, "event log byte limit; submits answer 503 when it is reached")
+	cfg.MaxStreamBytes = 10 << 30
+	fs.Var((*byteSize)(&cfg.MaxStreamBytes), "max-stream-bytes", "event log byte limit, a `size` such as 10GiB, 512MiB or 1GB; submits answer 503 when it is reached")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", 60*time.Second, "time a silent job owner keeps a job before it is redelivered")
 	fs.DurationVar(&cfg.ImageTimeout, "image-timeout", 2*time.Minute, "bound on one image's download, all retries included")
 	fs.IntVar(&cfg.PerHostConcurrency, "per-host-concurrency", 32, "concurrent downloads from one image host")
@@ -84,7 +89,8 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.StoreConcurrency, "store-concurrency", 64, "images processed at once per store of a job")
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", 5, "deliveries of a job before it is completed as failed")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight images may finish on shutdown")
-	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 10<<20, "largest submit body (413 above)")
+	cfg.MaxBodyBytes = 10 << 20
+	fs.Var((*byteSize)(&cfg.MaxBodyBytes), "max-body-bytes", "largest submit body (413 above), a `size` such as 10MiB, 64KiB or 1048576")
 	fs.IntVar(&cfg.MaxVisits, "max-visits", 10_000, "visits per job")
 	fs.IntVar(&cfg.MaxImages, "max-images", 100_000, "images per job")
 	fs.IntVar(&cfg.MaxURLLength, "max-url-length", 2048, "characters per image URL")
@@ -122,7 +128,7 @@ func (cfg *serveConfig) parse(fs *flag.FlagSet, args []string, getenv func(strin
 		env := envName(f.Name)
 		if v := getenv(env); v != "" {
 			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %v", env, v, err))
+				errs = append(errs, fmt.Errorf("%s=%q (--%s): %v", env, v, f.Name, err))
 			}
 		}
 	})
@@ -131,6 +137,12 @@ func (cfg *serveConfig) parse(fs *flag.FlagSet, args []string, getenv func(strin
 	}
 	return cfg.validate()
 }
+
+// envHelp states the environment fallback rule for serve's flags.
+const envHelp = `Every flag of serve falls back to the environment variable RETAILPULSE_<FLAG>: the flag's
+name in upper case with "-" as "_", e.g. RETAILPULSE_DATA_DIR for --data-dir. A flag given on
+the command line wins over the environment.
+`
 
 func envName(flagName string) string {
 	return "RETAILPULSE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))

@@ -68,3 +68,59 @@ func TestServeConfig_RedactedLogsLengthLimits(t *testing.T) {
 		t.Fatalf("redacted() shows the token: %v", attrs)
 	}
 }
+
+func TestServeConfig_ByteSizeFlags(t *testing.T) {
+	tests := []struct {
+		name                 string
+		args                 []string
+		env                  map[string]string
+		wantStream, wantBody int64
+		wantErr              []string
+	}{
+		{name: "defaults", wantStream: 10 << 30, wantBody: 10 << 20},
+		{name: "units", args: []string{"--max-stream-bytes", "512MiB", "--max-body-bytes", "64KiB"}, wantStream: 512 << 20, wantBody: 64 << 10},
+		{name: "plain bytes and decimal units", args: []string{"--max-stream-bytes", "1GB", "--max-body-bytes", "1048576"}, wantStream: 1e9, wantBody: 1 << 20},
+		{name: "environment", env: map[string]string{"RETAILPULSE_MAX_STREAM_BYTES": "2gib", "RETAILPULSE_MAX_BODY_BYTES": "1MB"}, wantStream: 2 << 30, wantBody: 1e6},
+		{name: "flag beats environment", args: []string{"--max-body-bytes", "2MiB"}, env: map[string]string{"RETAILPULSE_MAX_BODY_BYTES": "1MiB"}, wantStream: 10 << 30, wantBody: 2 << 20},
+		{name: "garbage flag", args: []string{"--max-stream-bytes", "lots"}, wantErr: []string{"-max-stream-bytes", "want a byte size"}},
+		{name: "negative flag", args: []string{"--max-body-bytes", "-1"}, wantErr: []string{"-max-body-bytes", "negative"}},
+		{name: "fraction of a byte", args: []string{"--max-body-bytes", "1.5B"}, wantErr: []string{"-max-body-bytes", "whole number of bytes"}},
+		{name: "overflow", args: []string{"--max-stream-bytes", "9000000TiB"}, wantErr: []string{"-max-stream-bytes", "too large"}},
+		{name: "garbage environment", env: map[string]string{"RETAILPULSE_MAX_STREAM_BYTES": "10XB"}, wantErr: []string{"RETAILPULSE_MAX_STREAM_BYTES", "--max-stream-bytes", `unknown unit "XB"`}},
+		{name: "negative environment", env: map[string]string{"RETAILPULSE_MAX_BODY_BYTES": "-5KiB"}, wantErr: []string{"RETAILPULSE_MAX_BODY_BYTES", "--max-body-bytes", "negative"}},
+		{name: "below the stream minimum", args: []string{"--max-stream-bytes", "1MB"}, wantErr: []string{"--max-stream-bytes must be at least 1 MiB"}},
+		{name: "zero body", args: []string{"--max-body-bytes", "0KiB"}, wantErr: []string{"--max-body-bytes must be positive"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseConfig(tt.args, tt.env)
+			if len(tt.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("no error; want one containing %q", tt.wantErr)
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("err = %v, want it to contain %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.MaxStreamBytes != tt.wantStream || cfg.MaxBodyBytes != tt.wantBody {
+				t.Fatalf("stream %d body %d, want %d %d", cfg.MaxStreamBytes, cfg.MaxBodyBytes, tt.wantStream, tt.wantBody)
+			}
+		})
+	}
+}
+
+// serve -h shows the byte-size defaults with their units.
+func TestServeConfig_HelpShowsByteSizeDefaults(t *testing.T) {
+	_, _, stderr := runMain(t, "serve", "-h")
+	for _, want := range []string{"-max-stream-bytes size", "(default 10GiB)", "-max-body-bytes size", "(default 10MiB)"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("serve -h lacks %q:\n%s", want, stderr)
+		}
+	}
+}

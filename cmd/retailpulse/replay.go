@@ -36,7 +36,9 @@ func (l *logFlags) register(fs *flag.FlagSet) {
 
 // open starts an embedded server on the data dir (locked against a running
 // service) or connects to --nats-url, and attaches to the stream without
-// changing it. close stops everything it started.
+// changing it. close stops everything it started. A data dir without the
+// service's data, or a missing stream, is an error that says so; nothing is
+// created in a directory that holds no data.
 func (l *logFlags) open(ctx context.Context) (store *jsstore.Store, closeFn func(), err error) {
 	var closers []func()
 	cleanup := func() {
@@ -52,11 +54,17 @@ func (l *logFlags) open(ctx context.Context) (store *jsstore.Store, closeFn func
 	if l.natsURL != "" {
 		nc, err := jsstore.Connect(l.natsURL, "retailpulse-tool", nil)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("--nats-url %s: %w", l.natsURL, err)
 		}
 		closers = append(closers, nc.Close)
 		store, err = jsstore.Attach(ctx, nc, l.stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			err = fmt.Errorf("--nats-url %s: no stream %q there; check --stream", l.natsURL, l.stream)
+		}
 		return store, cleanup, err
+	}
+	if err := checkToolDataDir(l.dataDir); err != nil {
+		return nil, nil, err
 	}
 	lock, err := lockDataDir(l.dataDir)
 	if err != nil {
@@ -74,6 +82,9 @@ func (l *logFlags) open(ctx context.Context) (store *jsstore.Store, closeFn func
 	}
 	closers = append(closers, nc.Close)
 	store, err = jsstore.Attach(ctx, nc, l.stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		err = fmt.Errorf("--data-dir %s: no retailpulse data here (no stream %q in nats/); %s", l.dataDir, l.stream, toolDataHint)
+	}
 	return store, cleanup, err
 }
 
@@ -135,7 +146,9 @@ func toJSON(v events.JobView) jobJSON {
 	return jobJSON{JobID: v.ID, Status: v.Status, Images: v.Images, Processed: v.Processed, Failed: v.Failed, Error: v.Errors}
 }
 
-// replay: retailpulse replay [--until-seq N | --until-time T] [--job N] [--json]
+// replay: retailpulse replay [--until-seq N | --until-time T] [--job N] [--json].
+// Exit 0 when the jobs are printed, 1 when --job names no job at that
+// point, 2 on usage errors or when the log cannot be read (as verify).
 func (m *Main) replay(ctx context.Context, args []string) int {
 	var lf logFlags
 	fs := flag.NewFlagSet("retailpulse replay", flag.ContinueOnError)
@@ -164,13 +177,13 @@ func (m *Main) replay(ctx context.Context, args []string) int {
 	store, closeFn, err := lf.open(ctx)
 	if err != nil {
 		fmt.Fprintf(m.Stderr, "retailpulse replay: %v\n", err)
-		return exitError
+		return exitUsage
 	}
 	defer closeFn()
 	model, bad, err := rebuild(ctx, store, *untilSeq, untilTime)
 	if err != nil {
 		fmt.Fprintf(m.Stderr, "retailpulse replay: %v\n", err)
-		return exitError
+		return exitUsage
 	}
 	views := model.Jobs()
 	if *job != 0 {

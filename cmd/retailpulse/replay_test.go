@@ -57,7 +57,7 @@ func TestReplay_RebuildsHistoryAtAnyPoint(t *testing.T) {
 	app.waitDone(t, bad)
 
 	// While the service runs, the data dir is locked.
-	if code, _, errs := runMain(t, "replay", "--data-dir", dir); code == exitOK || !strings.Contains(errs, "in use") {
+	if code, _, errs := runMain(t, "replay", "--data-dir", dir); code != exitUsage || !strings.Contains(errs, "in use") {
 		t.Fatalf("replay on a live data dir: exit %d, %q", code, errs)
 	}
 	h, err := app.store.LoadJob(context.Background(), big)
@@ -202,6 +202,15 @@ func TestVerify_FindsAndRequeuesStranded(t *testing.T) {
 	}
 	if code, _, _ := runMain(t, "verify", "--data-dir", filepath.Join(dir, "missing")); code != exitUsage {
 		t.Fatalf("verify that cannot run: exit %d, want %d", code, exitUsage)
+	}
+	for _, tool := range [][]string{{"replay"}, {"verify"}, {"requeue", "--force"}} {
+		args := append(tool, "--data-dir", dir, "--stream", "NOPE")
+		if tool[0] == "requeue" {
+			args = append(args, fmt.Sprint(lost))
+		}
+		if code, _, errs := runMain(t, args...); code != exitUsage || !strings.Contains(errs, `no stream "NOPE"`) {
+			t.Fatalf("%v: exit %d %q; want exit %d and no stream", args, code, errs, exitUsage)
+		}
 	}
 }
 

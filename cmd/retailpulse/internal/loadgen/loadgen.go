@@ -1,0 +1,121 @@
+// Package loadgen is the load generator behind `retailpulse bench` for the
+// service's two API endpoints. It serves its own images on loopback,
+// submits a workload, polls every job until it is terminal, optionally
+// hammers the status endpoint at a fixed rate, checks that every job ended
+// as its inputs imply, and reports throughput, latencies and the service's
+// resource use.
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Config is one run. Its checks name the bench command's flags.
+type Config struct {
+	URL               string // target service; "" = an in-process service, started by Run's start
+	Jobs              int
+	Visits            int // per job
+	Images            int // per visit
+	FailRate          float64
+	ImageBytes        int
+	ImageHosts        int
+	Stores            []string // store ids the visits cycle through; not empty
+	SubmitConcurrency int
+	StatusRPS         int
+	PollInterval      time.Duration
+	Timeout           time.Duration
+	Seed              uint64
+	CPUProfile        string // CPU profile file; "" = none
+}
+
+// MaxImages bounds the images of a run.
+const MaxImages = 10_000_000
+
+// Validate checks the workload's numbers and its stores.
+func (cfg *Config) Validate() error {
+	checks := []struct {
+		ok   bool
+		what string
+	}{
+		{cfg.Jobs > 0 && cfg.Visits > 0 && cfg.Images > 0, "--jobs, --visits and --images must be positive"},
+		{cfg.Jobs <= MaxImages && cfg.Visits <= MaxImages && cfg.Images <= MaxImages &&
+			int64(cfg.Jobs)*int64(cfg.Visits)*int64(cfg.Images) <= MaxImages,
+			fmt.Sprintf("at most %d images in all", MaxImages)},
+		{cfg.FailRate >= 0 && cfg.FailRate <= 1, "--fail-rate must be between 0 and 1"},
+		{cfg.ImageBytes >= 0, "--image-bytes must not be negative"},
+		{cfg.ImageHosts > 0 && cfg.ImageHosts <= 64, "--image-hosts must be between 1 and 64"},
+		{cfg.SubmitConcurrency > 0, "--submit-concurrency must be positive"},
+		{cfg.StatusRPS >= 0 && cfg.StatusRPS <= 100_000, "--status-rps must be between 0 and 100000"},
+		{cfg.PollInterval > 0, "--poll-interval must be positive"},
+		{cfg.Timeout > 0, "--timeout must be positive"},
+		{len(cfg.Stores) > 0, "no store ids"},
+	}
+	for _, c := range checks {
+		if !c.ok {
+			return errors.New(c.what)
+		}
+	}
+	return nil
+}
+
+// Service is an in-process service started for one run.
+type Service interface {
+	URL() string      // its base URL
+	GPUPause() string // its --gpu-pause, reported with the result
+	Stop()            // shuts it down; called once, when the run is over
+}
+
+// StartFunc starts an in-process service and returns once it is ready.
+type StartFunc func(context.Context) (Service, error)
+
+// Run sets up the image server and the target (started with start when
+// cfg.URL is empty), runs the workload and measures it, writing progress
+// lines to progress. cfg must be valid. An error means the run could not
+// be made; a run whose jobs ended wrongly returns a result with Pass false.
+func Run(ctx context.Context, cfg *Config, start StartFunc, progress io.Writer) (*Result, error) {
+	imgs, err := startImageHost(cfg.ImageBytes, cfg.ImageHosts)
+	if err != nil {
+		return nil, err
+	}
+	defer imgs.close()
+
+	res := newResult(cfg)
+	target := cfg.URL
+	if target == "" {
+		svc, err := start(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer svc.Stop()
+		target = svc.URL()
+		res.GPUPause = svc.GPUPause()
+	}
+	res.Target = target
+
+	client := newAPIClient(target)
+	defer client.close()
+	m := startMeter(ctx, cfg.URL == "", client)
+	before, _ := client.scrape(ctx)
+	stopProfile, err := startProfile(cfg.CPUProfile)
+	if err != nil {
+		m.finish()
+		return nil, err
+	}
+
+	r := &loadRun{cfg: cfg, client: client, res: res, progress: progress,
+		work: workload{images: imgs.urls, stores: cfg.Stores, visits: cfg.Visits, perVisit: cfg.Images, failRate: cfg.FailRate, seed: cfg.Seed}}
+	r.run(ctx)
+
+	if err := stopProfile(); err != nil {
+		fmt.Fprintf(progress, "retailpulse bench: cpu profile: %v\n", err)
+	}
+	res.setResources(m.finish())
+	after, ok := client.scrape(ctx)
+	res.setEvents(before, after, ok)
+	res.ImageRequests = imgs.requests.Load()
+	return res, nil
+}

@@ -1,0 +1,184 @@
+package loadgen
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+)
+
+// Result is everything a run measured. Its JSON keys are stable.
+// Pointers are null when the target does not expose the number.
+type Result struct {
+	Mode           string  `json:"mode"` // "in-process" or "url"
+	Target         string  `json:"target"`
+	GPUPause       string  `json:"gpu_pause"` // the in-process service's; "unknown" with --url
+	Jobs           int     `json:"jobs"`
+	VisitsPerJob   int     `json:"visits_per_job"`
+	ImagesPerVisit int     `json:"images_per_visit"`
+	Images         int     `json:"images"`
+	FailingImages  int     `json:"failing_images"`
+	FailRate       float64 `json:"fail_rate"`
+	ImageBytes     int     `json:"image_bytes"`
+	ImageHosts     int     `json:"image_hosts"`
+	Stores         int     `json:"stores"`
+
+	WallSeconds     float64 `json:"wall_seconds"` // first submit to last job seen terminal
+	ImagesPerSecond float64 `json:"images_per_second"`
+
+	JobsSubmitted int     `json:"jobs_submitted"`
+	SubmitSeconds float64 `json:"submit_seconds"`
+	SubmitRetries int     `json:"submit_retries"`
+	SubmitP50Ms   float64 `json:"submit_p50_ms"`
+	SubmitP99Ms   float64 `json:"submit_p99_ms"`
+	SubmitMaxMs   float64 `json:"submit_max_ms"`
+
+	StatusRPSTarget   int     `json:"status_rps_target"`
+	StatusRPSAchieved float64 `json:"status_rps_achieved"`
+	StatusRequests    int64   `json:"status_requests"`
+	StatusErrors      int64   `json:"status_errors"`
+	StatusDropped     int64   `json:"status_dropped"`
+	StatusP50Ms       float64 `json:"status_p50_ms"`
+	StatusP99Ms       float64 `json:"status_p99_ms"`
+	StatusMaxMs       float64 `json:"status_max_ms"`
+	PollErrors        int     `json:"poll_errors"`
+
+	JobsCompleted int `json:"jobs_completed"`
+	JobsFailed    int `json:"jobs_failed"`
+
+	EventsAppended  *float64 `json:"events_appended"` // events in messages the engine appended
+	EventMessages   *float64 `json:"event_messages"`  // messages the engine appended
+	ImagesProcessed *float64 `json:"images_processed"`
+	ImagesFailed    *float64 `json:"images_failed"`
+	ImageRequests   int64    `json:"image_requests"` // served by the bench's image server
+
+	CPUSeconds     *float64 `json:"cpu_seconds"`
+	PeakRSSBytes   *float64 `json:"peak_rss_bytes"`
+	ResourcesScope string   `json:"resources_scope"`
+	// In process only: how long runnable goroutines waited for a CPU
+	// (bucket upper bounds of the runtime's histogram), and GC cycles.
+	SchedLatencyP50Ms *float64 `json:"sched_latency_p50_ms"`
+	SchedLatencyP99Ms *float64 `json:"sched_latency_p99_ms"`
+	GCCycles          *float64 `json:"gc_cycles"`
+
+	Pass            bool     `json:"pass"`
+	Failures        []string `json:"failures"`
+	FailuresOmitted int      `json:"failures_omitted"`
+}
+
+func newResult(cfg *Config) *Result {
+	mode, pause := "in-process", ""
+	if cfg.URL != "" {
+		mode, pause = "url", "unknown"
+	}
+	return &Result{
+		Mode: mode, GPUPause: pause, Jobs: cfg.Jobs, VisitsPerJob: cfg.Visits, ImagesPerVisit: cfg.Images,
+		Images: cfg.Jobs * cfg.Visits * cfg.Images, FailRate: cfg.FailRate, ImageBytes: cfg.ImageBytes, ImageHosts: cfg.ImageHosts,
+		Stores: len(cfg.Stores), StatusRPSTarget: cfg.StatusRPS, Failures: []string{},
+	}
+}
+
+// fail records a mismatch; the first 20 are kept.
+func (r *Result) fail(msg string) {
+	if len(r.Failures) >= 20 {
+		r.FailuresOmitted++
+		return
+	}
+	r.Failures = append(r.Failures, msg)
+}
+
+func (r *Result) setSubmit(lat []time.Duration) {
+	r.SubmitP50Ms, r.SubmitP99Ms, r.SubmitMaxMs = latencyMs(lat)
+}
+
+func (r *Result) setHammer(s hammerStats) {
+	r.StatusRequests = int64(len(s.lat))
+	r.StatusErrors = s.errors
+	r.StatusDropped = s.dropped
+	if s.elapsed > 0 {
+		r.StatusRPSAchieved = float64(len(s.lat)) / s.elapsed.Seconds()
+	}
+	r.StatusP50Ms, r.StatusP99Ms, r.StatusMaxMs = latencyMs(s.lat)
+}
+
+func (r *Result) setResources(res resources) {
+	r.CPUSeconds, r.PeakRSSBytes, r.ResourcesScope = res.cpuSeconds, res.peakRSS, res.scope
+	r.SchedLatencyP50Ms, r.SchedLatencyP99Ms, r.GCCycles = res.schedP50, res.schedP99, res.gcCycles
+}
+
+// setEvents fills the event and image counters from the difference of two
+// scrapes of the target's /metrics, when it exposes them.
+func (r *Result) setEvents(before, after promSample, ok bool) {
+	if !ok {
+		return
+	}
+	delta := func(name string) *float64 {
+		a, has := after[name]
+		if !has {
+			return nil
+		}
+		d := a - before[name]
+		return &d
+	}
+	r.EventsAppended = delta("retailpulse_event_batch_events_sum")
+	r.EventMessages = delta("retailpulse_event_batch_events_count")
+	r.ImagesProcessed = delta("retailpulse_images_processed_total")
+	r.ImagesFailed = delta("retailpulse_images_failed_total")
+}
+
+// WriteTable prints the result for people.
+func (r *Result) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, a...)...) }
+	row("target", "%s (%s)", r.Target, r.Mode)
+	row("workload", "%d jobs x %d visits x %d images = %d images, %d stores, %d failing (rate %g)",
+		r.Jobs, r.VisitsPerJob, r.ImagesPerVisit, r.Images, r.Stores, r.FailingImages, r.FailRate)
+	row("images", "%d bytes each from %d host(s); gpu pause %s", r.ImageBytes, r.ImageHosts, r.GPUPause)
+	row("throughput", "%.0f images/s (wall %.2fs, first submit to last job terminal)", r.ImagesPerSecond, r.WallSeconds)
+	row("jobs", "%d submitted, %d completed, %d failed", r.JobsSubmitted, r.JobsCompleted, r.JobsFailed)
+	row("submit latency", "p50 %.1fms  p99 %.1fms  max %.1fms  (%d submits in %.2fs, %d retried on 503)",
+		r.SubmitP50Ms, r.SubmitP99Ms, r.SubmitMaxMs, r.JobsSubmitted, r.SubmitSeconds, r.SubmitRetries)
+	if r.StatusRPSTarget > 0 {
+		row("status latency", "p50 %.2fms  p99 %.2fms  max %.2fms  (%d requests at %.0f/s of %d/s; %d errors, %d dropped)",
+			r.StatusP50Ms, r.StatusP99Ms, r.StatusMaxMs, r.StatusRequests, r.StatusRPSAchieved, r.StatusRPSTarget, r.StatusErrors, r.StatusDropped)
+	} else {
+		row("status latency", "n/a (no --status-rps)")
+	}
+	row("poll errors", "%d", r.PollErrors)
+	row("events appended", "%s in %s messages", optNum(r.EventsAppended, "%.0f"), optNum(r.EventMessages, "%.0f"))
+	row("images (service)", "%s processed, %s failed; %d image requests served", optNum(r.ImagesProcessed, "%.0f"), optNum(r.ImagesFailed, "%.0f"), r.ImageRequests)
+	row("cpu", "%s s", optNum(r.CPUSeconds, "%.2f"))
+	row("peak rss", "%s MiB", optNum(mib(r.PeakRSSBytes), "%.1f"))
+	row("measured on", "%s", r.ResourcesScope)
+	if r.SchedLatencyP99Ms != nil {
+		row("go scheduler", "runnable-to-running p50 %s ms, p99 %s ms; %s GC cycles",
+			optNum(r.SchedLatencyP50Ms, "%.3f"), optNum(r.SchedLatencyP99Ms, "%.3f"), optNum(r.GCCycles, "%.0f"))
+	}
+	verdict := "PASS"
+	if !r.Pass {
+		verdict = "FAIL"
+	}
+	row("result", "%s", verdict)
+	for _, f := range r.Failures {
+		row("", "%s", f)
+	}
+	if r.FailuresOmitted > 0 {
+		row("", "... and %d more", r.FailuresOmitted)
+	}
+	return tw.Flush()
+}
+
+func optNum(v *float64, format string) string {
+	if v == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf(format, *v)
+}
+
+func mib(v *float64) *float64 {
+	if v == nil {
+		return nil
+	}
+	m := *v / (1 << 20)
+	return &m
+}
