@@ -403,8 +403,13 @@ var driftFlags = map[string]string{
 func driftMessage(e *jsstore.DriftError) string {
 	var b strings.Builder
 	b.WriteString("this instance's settings differ from the shared stream and work consumer; start it with the same settings as the others, or with --update-stream to change them for all:")
+	named := map[string]bool{}
 	for _, d := range e.Diffs {
 		name := driftFlags[d.Setting]
+		if name != "" && named[name] {
+			continue // the consumer's replicas follow the stream's
+		}
+		named[name] = true
 		if name == "" {
 			name = d.Setting + " (set by another version of retailpulse)"
 		}
