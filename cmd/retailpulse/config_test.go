@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 // parseConfig parses args with env as the environment.
@@ -122,5 +125,31 @@ func TestServeConfig_HelpShowsByteSizeDefaults(t *testing.T) {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("serve -h lacks %q:\n%s", want, stderr)
 		}
+	}
+}
+
+// Under --log-format json every line is one JSON object, durations read as
+// text, and process notices (signals) go through the same logger.
+func TestLogger_JSONLinesAndReadableDurations(t *testing.T) {
+	var buf bytes.Buffer
+	m := &Main{Stderr: &buf}
+	m.logger.Store(newLogger(&buf, "info", "json"))
+	m.logger.Load().Info("job completed", "took", 2*time.Millisecond)
+	m.notice("shutting down; a second signal exits at once", "signal", "terminated")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines: %q", len(lines), buf.String())
+	}
+	for _, l := range lines {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(l), &v); err != nil {
+			t.Fatalf("line %q is not JSON: %v", l, err)
+		}
+	}
+	if !strings.Contains(lines[0], `"took":"2ms"`) {
+		t.Errorf("duration not readable: %s", lines[0])
+	}
+	if !strings.Contains(lines[1], `"msg":"shutting down; a second signal exits at once"`) {
+		t.Errorf("notice: %s", lines[1])
 	}
 }

@@ -446,3 +446,21 @@ func TestService_PrivateAddressesRefusedByDefault(t *testing.T) {
 		t.Errorf("loopback server got %d requests", n)
 	}
 }
+
+// When a component fails (here the HTTP server, its listener closed under
+// it), the whole service shuts down in order and Run returns the error,
+// instead of running on without serving.
+func TestApp_ComponentFailureStopsTheService(t *testing.T) {
+	app := startApp(t, t.TempDir())
+	done := app.done
+	app.listener.Close()
+	select {
+	case err := <-done:
+		app.done = nil
+		if err == nil || !strings.Contains(err.Error(), "http") {
+			t.Fatalf("Run returned %v, want the HTTP server's error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the service kept running after its HTTP server failed")
+	}
+}
