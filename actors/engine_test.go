@@ -23,7 +23,7 @@ import (
 	"github.com/retailpulse/retailpulse/events/jsstore/jstest"
 )
 
-type queue struct{ s *jsstore.Store }
+type queue struct{ s *jsstore.EventLog }
 
 func (q queue) NextJob(ctx context.Context) (actors.Delivery, error) { return q.s.NextJob(ctx) }
 
@@ -61,7 +61,7 @@ func newGatedImages(t *testing.T, held string) *gatedImages {
 func (g *gatedImages) release() { g.onceOpen.Do(func() { close(g.gate) }) }
 
 // startEngine runs an engine over store until the test ends.
-func startEngine(t *testing.T, store *jsstore.Store, owner string, mutate func(*actors.Config)) *actors.Engine {
+func startEngine(t *testing.T, store *jsstore.EventLog, owner string, mutate func(*actors.Config)) *actors.Engine {
 	t.Helper()
 	f := imagefetch.New(imagefetch.Config{AllowPrivateNetworks: true, UserAgent: owner, TotalTimeout: time.Minute})
 	cfg := actors.Config{
@@ -83,7 +83,7 @@ func startEngine(t *testing.T, store *jsstore.Store, owner string, mutate func(*
 	return e
 }
 
-func submit(t *testing.T, store *jsstore.Store, urls ...string) uint64 {
+func submit(t *testing.T, store *jsstore.EventLog, urls ...string) uint64 {
 	t.Helper()
 	id, _, err := store.Submit(context.Background(), &events.JobSubmitted{Count: 1, Visits: []events.Visit{{StoreID: "S1", ImageURLs: urls, VisitTime: "t"}}}, "")
 	if err != nil {
@@ -93,7 +93,7 @@ func submit(t *testing.T, store *jsstore.Store, urls ...string) uint64 {
 }
 
 // fold loads a job's history and folds it, also counting terminal events.
-func fold(t *testing.T, store *jsstore.Store, id uint64) (*events.JobState, *events.History, int) {
+func fold(t *testing.T, store *jsstore.EventLog, id uint64) (*events.JobState, *events.History, int) {
 	t.Helper()
 	h, err := store.LoadJob(context.Background(), id)
 	if err != nil {
@@ -114,7 +114,7 @@ func fold(t *testing.T, store *jsstore.Store, id uint64) (*events.JobState, *eve
 	return st, h, completions
 }
 
-func waitCompleted(t *testing.T, store *jsstore.Store, id uint64) {
+func waitCompleted(t *testing.T, store *jsstore.EventLog, id uint64) {
 	t.Helper()
 	jstest.CheckFor(t, 30*time.Second, func() error {
 		if st, _, _ := fold(t, store, id); !st.Completed {

@@ -131,7 +131,7 @@ type App struct {
 	lock       *os.File       // data dir lock; nil with an external NATS
 	ns         *server.Server // nil with an external NATS
 	nc         *nats.Conn
-	store      *jsstore.Store
+	eventLog   *jsstore.EventLog
 	projection *jsstore.Projection
 	engine     *actors.Engine
 	fetcher    *imagefetch.Fetcher
@@ -188,7 +188,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 			return nil, err
 		}
 	}
-	a.store, err = jsstore.Open(openCtx, a.nc, jsstore.Config{
+	a.eventLog, err = jsstore.Open(openCtx, a.nc, jsstore.Config{
 		Replicas: cfg.Replicas, MaxBytes: cfg.MaxStreamBytes, AckWait: cfg.AckWait,
 		Shared: cfg.NATSURL != "", UpdateExisting: cfg.UpdateStream,
 	})
@@ -203,7 +203,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		// We hold the data dir: jobs delivered and not acked belong to a
 		// previous process that is gone. Take them back now rather than after
 		// the ack wait.
-		n, err := a.store.ReclaimJobs(openCtx)
+		n, err := a.eventLog.ReclaimJobs(openCtx)
 		if err != nil {
 			return nil, fmt.Errorf("reclaim jobs: %w", err)
 		}
@@ -211,8 +211,8 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 			log.Info("reclaimed jobs left unacked by the previous process", "jobs", n)
 		}
 	}
-	a.writable.Store(a.store.Probe(openCtx) == nil)
-	a.admission = jsstore.NewAdmission(a.store, cfg.MaxQueuedJobs)
+	a.writable.Store(a.eventLog.Probe(openCtx) == nil)
+	a.admission = jsstore.NewAdmission(a.eventLog, cfg.MaxQueuedJobs)
 	var refreshFailing atomic.Bool
 	a.admission.OnRefresh = func(err error) {
 		if err != nil {
@@ -230,11 +230,11 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 
 	a.registry = prometheus.NewRegistry()
 	a.metrics = metrics.New(a.registry)
-	snapshots, err := a.store.Snapshots(openCtx)
+	snapshots, err := a.eventLog.Snapshots(openCtx)
 	if err != nil {
 		return nil, err
 	}
-	a.projection = jsstore.NewProjection(a.store, restoreModel(openCtx, snapshots, log), log, func(seq uint64, res events.ApplyResult) {
+	a.projection = jsstore.NewProjection(a.eventLog, restoreModel(openCtx, snapshots, log), log, func(seq uint64, res events.ApplyResult) {
 		a.metrics.ProjectionApplied(seq, res.Applied, res.Duplicates)
 	})
 	a.projection.EnableSnapshots(snapshots, cfg.SnapshotEvery)
@@ -242,8 +242,8 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	a.fetcher = imagefetch.New(imagefetch.Config{AllowPrivateNetworks: cfg.AllowPrivateNetworks, UserAgent: "retailpulse/1", TotalTimeout: cfg.ImageTimeout, PerHostConcurrency: cfg.PerHostConcurrency})
 	pause := actors.RandomPause(cfg.pauseMin, cfg.pauseMax)
 	a.engine, err = actors.NewEngine(actors.Config{
-		Log:              a.store,
-		Queue:            queue{a.store},
+		Log:              a.eventLog,
+		Queue:            queue{a.eventLog},
 		Fetcher:          a.fetcher,
 		KnownStore:       func(id string) bool { _, ok := stores.Lookup(id); return ok },
 		Reason:           imagefetch.Reason,
@@ -325,7 +325,7 @@ func (a *App) pause(ctx context.Context, def func(context.Context) error) error 
 }
 
 // queue adapts the store's work consumer to actors.Queue.
-type queue struct{ s *jsstore.Store }
+type queue struct{ s *jsstore.EventLog }
 
 func (q queue) NextJob(ctx context.Context) (actors.Delivery, error) { return q.s.NextJob(ctx) }
 
@@ -356,7 +356,7 @@ func (a *App) watchLog(ctx context.Context) {
 		case <-t.C:
 		}
 		pctx, cancel := context.WithTimeout(ctx, 2*probeInterval)
-		err := a.store.Probe(pctx)
+		err := a.eventLog.Probe(pctx)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -432,7 +432,7 @@ func (a *App) Submit(ctx context.Context, job *events.JobSubmitted, key string) 
 	}
 	if err == nil {
 		sctx, cancel := context.WithTimeout(ctx, a.cfg.SubmitTimeout)
-		id, replayed, err = a.store.Submit(sctx, job, key)
+		id, replayed, err = a.eventLog.Submit(sctx, job, key)
 		cancel()
 	}
 	if err != nil {
@@ -475,7 +475,7 @@ var (
 func (a *App) Results(ctx context.Context, id uint64) ([]events.ImageResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.SubmitTimeout)
 	defer cancel()
-	h, err := a.store.LoadJob(ctx, id)
+	h, err := a.eventLog.LoadJob(ctx, id)
 	if err != nil {
 		return nil, err
 	}

@@ -243,7 +243,7 @@ func TestService_SpecExampleCompletes(t *testing.T) {
 		t.Fatalf("status = %+v", got)
 	}
 	// The per-image results are in the log: the perimeter of a 640x480 image is 2240.
-	h, err := app.store.LoadJob(context.Background(), id)
+	h, err := app.eventLog.LoadJob(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -610,7 +610,7 @@ func procInspect(t testing.TB, dataDir string, ackWait time.Duration) *procLog {
 // procSubmissions returns the sequence of every message on the submission
 // subject, and an error for each one that does not decode to exactly one
 // JobSubmitted.
-func procSubmissions(ctx context.Context, store *jsstore.Store) (ids []uint64, bad []error, err error) {
+func procSubmissions(ctx context.Context, store *jsstore.EventLog) (ids []uint64, bad []error, err error) {
 	js := store.JetStream()
 	stream, err := js.Stream(ctx, store.StreamName())
 	if err != nil {

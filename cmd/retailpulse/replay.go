@@ -39,7 +39,7 @@ func (l *logFlags) register(fs *flag.FlagSet) {
 // changing it. close stops everything it started. A data dir without the
 // service's data, or a missing stream, is an error that says so; nothing is
 // created in a directory that holds no data.
-func (l *logFlags) open(ctx context.Context) (store *jsstore.Store, closeFn func(), err error) {
+func (l *logFlags) open(ctx context.Context) (eventLog *jsstore.EventLog, closeFn func(), err error) {
 	var closers []func()
 	cleanup := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -57,11 +57,11 @@ func (l *logFlags) open(ctx context.Context) (store *jsstore.Store, closeFn func
 			return nil, nil, fmt.Errorf("--nats-url %s: %w", l.natsURL, err)
 		}
 		closers = append(closers, nc.Close)
-		store, err = jsstore.Attach(ctx, nc, l.stream)
+		eventLog, err = jsstore.Attach(ctx, nc, l.stream)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			err = fmt.Errorf("--nats-url %s: no stream %q there; check --stream", l.natsURL, l.stream)
 		}
-		return store, cleanup, err
+		return eventLog, cleanup, err
 	}
 	if err := checkToolDataDir(l.dataDir); err != nil {
 		return nil, nil, err
@@ -81,19 +81,19 @@ func (l *logFlags) open(ctx context.Context) (store *jsstore.Store, closeFn func
 		return nil, nil, err
 	}
 	closers = append(closers, nc.Close)
-	store, err = jsstore.Attach(ctx, nc, l.stream)
+	eventLog, err = jsstore.Attach(ctx, nc, l.stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		err = fmt.Errorf("--data-dir %s: no retailpulse data here (no stream %q in nats/); %s", l.dataDir, l.stream, toolDataHint)
 	}
-	return store, cleanup, err
+	return eventLog, cleanup, err
 }
 
 // rebuild folds the log from the start into a fresh read model, stopping
 // after sequence untilSeq (0 = the end) or the last message stored at or
 // before untilTime (zero = no limit). It returns the model and the number of
 // undecodable messages.
-func rebuild(ctx context.Context, store *jsstore.Store, untilSeq uint64, untilTime time.Time) (*events.ReadModel, int, error) {
-	r, err := rebuildLog(ctx, store, untilSeq, untilTime)
+func rebuild(ctx context.Context, eventLog *jsstore.EventLog, untilSeq uint64, untilTime time.Time) (*events.ReadModel, int, error) {
+	r, err := rebuildLog(ctx, eventLog, untilSeq, untilTime)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -107,10 +107,10 @@ type rebuilt struct {
 	queue map[uint64]uint64 // job id -> stream sequence of its latest requeue message
 }
 
-func rebuildLog(ctx context.Context, store *jsstore.Store, untilSeq uint64, untilTime time.Time) (*rebuilt, error) {
+func rebuildLog(ctx context.Context, eventLog *jsstore.EventLog, untilSeq uint64, untilTime time.Time) (*rebuilt, error) {
 	r := &rebuilt{model: events.NewReadModel(), queue: map[uint64]uint64{}}
 	errStop := errors.New("stop")
-	err := store.Scan(ctx, 1, untilSeq, func(m jsstore.Message) error {
+	err := eventLog.Scan(ctx, 1, untilSeq, func(m jsstore.Message) error {
 		if !untilTime.IsZero() && m.Time.After(untilTime) {
 			return errStop
 		}
@@ -174,13 +174,13 @@ func (m *Main) replay(ctx context.Context, args []string) int {
 		fmt.Fprintln(m.Stderr, "retailpulse replay: give --until-seq or --until-time, not both")
 		return exitUsage
 	}
-	store, closeFn, err := lf.open(ctx)
+	eventLog, closeFn, err := lf.open(ctx)
 	if err != nil {
 		fmt.Fprintf(m.Stderr, "retailpulse replay: %v\n", err)
 		return exitUsage
 	}
 	defer closeFn()
-	model, bad, err := rebuild(ctx, store, *untilSeq, untilTime)
+	model, bad, err := rebuild(ctx, eventLog, *untilSeq, untilTime)
 	if err != nil {
 		fmt.Fprintf(m.Stderr, "retailpulse replay: %v\n", err)
 		return exitUsage
@@ -287,26 +287,26 @@ func (m *Main) verify(ctx context.Context, args []string) int {
 		fmt.Fprintf(m.Stderr, "retailpulse verify: %v\n", err)
 		return exitUsage
 	}
-	store, closeFn, err := lf.open(ctx)
+	eventLog, closeFn, err := lf.open(ctx)
 	if err != nil {
 		return fail(err)
 	}
 	defer closeFn()
 	// The queue's state is read before the log: a job acked by then has its
 	// terminal event in the log read after.
-	ws, wsErr := store.WorkState(ctx)
+	ws, wsErr := eventLog.WorkState(ctx)
 	if wsErr != nil && !errors.Is(wsErr, jetstream.ErrConsumerNotFound) {
 		return fail(wsErr)
 	}
-	info, err := store.Info(ctx)
+	info, err := eventLog.Info(ctx)
 	if err != nil {
 		return fail(err)
 	}
-	scratch, err := rebuildLog(ctx, store, info.LastSeq, time.Time{})
+	scratch, err := rebuildLog(ctx, eventLog, info.LastSeq, time.Time{})
 	if err != nil {
 		return fail(err)
 	}
-	live, err := liveModel(ctx, store, info.LastSeq, slog.New(slog.NewTextHandler(m.Stderr, nil)))
+	live, err := liveModel(ctx, eventLog, info.LastSeq, slog.New(slog.NewTextHandler(m.Stderr, nil)))
 	if err != nil {
 		return fail(err)
 	}
@@ -341,14 +341,14 @@ func (m *Main) verify(ctx context.Context, args []string) int {
 // liveModel builds the read model exactly as a starting service does (the
 // latest usable snapshot, then the log after it) until it has applied
 // sequence last.
-func liveModel(ctx context.Context, store *jsstore.Store, last uint64, log *slog.Logger) (*events.ReadModel, error) {
+func liveModel(ctx context.Context, eventLog *jsstore.EventLog, last uint64, log *slog.Logger) (*events.ReadModel, error) {
 	model := events.NewReadModel()
-	if sn, err := store.ExistingSnapshots(ctx); err == nil {
+	if sn, err := eventLog.ExistingSnapshots(ctx); err == nil {
 		model = restoreModel(ctx, sn, log)
 	} else if !errors.Is(err, jsstore.ErrNoSnapshot) {
 		return nil, err
 	}
-	p := jsstore.NewProjection(store, model, nil, nil)
+	p := jsstore.NewProjection(eventLog, model, nil, nil)
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)

@@ -60,7 +60,7 @@ func TestReplay_RebuildsHistoryAtAnyPoint(t *testing.T) {
 	if code, _, errs := runMain(t, "replay", "--data-dir", dir); code != exitUsage || !strings.Contains(errs, "in use") {
 		t.Fatalf("replay on a live data dir: exit %d, %q", code, errs)
 	}
-	h, err := app.store.LoadJob(context.Background(), big)
+	h, err := app.eventLog.LoadJob(context.Background(), big)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,7 +93,7 @@ func (m *Main) requeue(ctx context.Context, args []string) int {
 		}
 		ids = append(ids, id)
 	}
-	store, closeFn, err := lf.open(ctx)
+	eventLog, closeFn, err := lf.open(ctx)
 	if err != nil {
 		fmt.Fprintf(m.Stderr, "retailpulse requeue: %v\n", err)
 		return exitUsage
@@ -103,7 +103,7 @@ func (m *Main) requeue(ctx context.Context, args []string) int {
 	by := fmt.Sprintf("retailpulse requeue on %s", host)
 	code := exitOK
 	for _, id := range ids {
-		msg, err := requeueOne(ctx, store, id, *force, &events.JobRequeued{By: by, Reason: *reason, At: time.Now().UTC()})
+		msg, err := requeueOne(ctx, eventLog, id, *force, &events.JobRequeued{By: by, Reason: *reason, At: time.Now().UTC()})
 		if err != nil {
 			fmt.Fprintf(m.Stdout, "job %d: not requeued: %v\n", id, err)
 			code = exitError
@@ -118,14 +118,14 @@ var errNotStranded = errors.New("not stranded")
 
 // requeueOne requeues one job if it is unfinished and no owner will run it
 // (or force is set and it may be in flight).
-func requeueOne(ctx context.Context, store *jsstore.Store, id uint64, force bool, ev *events.JobRequeued) (string, error) {
+func requeueOne(ctx context.Context, eventLog *jsstore.EventLog, id uint64, force bool, ev *events.JobRequeued) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	ws, err := store.WorkState(ctx)
+	ws, err := eventLog.WorkState(ctx)
 	if err != nil {
 		return "", err
 	}
-	h, err := store.LoadJob(ctx, id)
+	h, err := eventLog.LoadJob(ctx, id)
 	if err != nil {
 		return "", err
 	}
@@ -143,7 +143,7 @@ func requeueOne(ctx context.Context, store *jsstore.Store, id uint64, force bool
 			return "", fmt.Errorf("%w for sure: delivered and may be in flight; give --force to requeue it anyway", errNotStranded)
 		}
 	}
-	seq, err := store.Requeue(ctx, id, ev)
+	seq, err := eventLog.Requeue(ctx, id, ev)
 	if err != nil {
 		return "", err
 	}

@@ -19,7 +19,7 @@ import (
 //
 // Check is safe for concurrent use.
 type Admission struct {
-	store     *Store
+	eventLog  *EventLog
 	Reserve   float64       // fraction of MaxBytes kept for running jobs; default 0.1
 	MaxQueued int           // jobs waiting for an owner; 0 = unbounded
 	Interval  time.Duration // refresh interval; default 1s
@@ -38,17 +38,17 @@ type admissionState struct {
 
 // NewAdmission returns an admission controller over store. Call Refresh
 // once (or Run) before Check; until then Check admits everything.
-func NewAdmission(store *Store, maxQueued int) *Admission {
-	return &Admission{store: store, Reserve: 0.1, MaxQueued: maxQueued, Interval: time.Second}
+func NewAdmission(eventLog *EventLog, maxQueued int) *Admission {
+	return &Admission{eventLog: eventLog, Reserve: 0.1, MaxQueued: maxQueued, Interval: time.Second}
 }
 
 // Refresh reads the stream and queue state now.
 func (a *Admission) Refresh(ctx context.Context) error {
-	info, err := a.store.Info(ctx)
+	info, err := a.eventLog.Info(ctx)
 	if err != nil {
 		return err
 	}
-	ci, err := a.store.work.Info(ctx)
+	ci, err := a.eventLog.work.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("queue info: %w", err)
 	}

@@ -16,7 +16,7 @@ import (
 // stream with an ordered consumer. Restart = replay from the start (or from
 // the model's sequence when it was restored from a snapshot).
 type Projection struct {
-	store    *Store
+	eventLog *EventLog
 	model    *events.ReadModel
 	log      *slog.Logger
 	onApply  func(seq uint64, res events.ApplyResult)
@@ -76,11 +76,11 @@ func (p *Projection) maybeSnapshot(ctx context.Context) {
 
 // NewProjection returns a projection into model. onApply (may be nil) is
 // called after each message, on the projection's goroutine.
-func NewProjection(store *Store, model *events.ReadModel, log *slog.Logger, onApply func(uint64, events.ApplyResult)) *Projection {
+func NewProjection(eventLog *EventLog, model *events.ReadModel, log *slog.Logger, onApply func(uint64, events.ApplyResult)) *Projection {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Projection{store: store, model: model, log: log, onApply: onApply, ReadWait: 2 * time.Second, StallTimeout: 5 * time.Second}
+	return &Projection{eventLog: eventLog, model: model, log: log, onApply: onApply, ReadWait: 2 * time.Second, StallTimeout: 5 * time.Second}
 }
 
 // Model returns the read model.
@@ -108,7 +108,7 @@ func (p *Projection) Run(ctx context.Context) error {
 			defer p.background.Done()
 			p.watch(fctx, stalled)
 		}()
-		err := p.store.Follow(fctx, p.model.LastSeq(), apply, func() {
+		err := p.eventLog.Follow(fctx, p.model.LastSeq(), apply, func() {
 			if !p.caughtUp.Swap(true) {
 				p.log.Info("projection caught up", "seq", p.model.LastSeq(), "replayed", p.sinceSnapshot, "took", time.Since(start).Round(time.Millisecond))
 				p.maybeSnapshot(ctx)
@@ -159,7 +159,7 @@ func (p *Projection) watch(ctx context.Context, stop context.CancelCauseFunc) {
 			continue
 		}
 		ictx, cancel := context.WithTimeout(ctx, p.StallTimeout/4)
-		info, err := p.store.Info(ictx)
+		info, err := p.eventLog.Info(ictx)
 		cancel()
 		if err == nil && info.LastSeq > last {
 			stop(fmt.Errorf("%w: applied %d, the log holds %d", errStalled, last, info.LastSeq))
@@ -195,7 +195,7 @@ func (p *Projection) Status(ctx context.Context, id uint64) (events.JobView, err
 	if id <= p.model.LastSeq() {
 		return events.JobView{}, events.ErrJobNotFound
 	}
-	sub, err := p.store.Submission(ctx, id)
+	sub, err := p.eventLog.Submission(ctx, id)
 	if err != nil {
 		return events.JobView{}, err
 	}

@@ -19,7 +19,7 @@ type Info struct {
 }
 
 // Info returns the stream's current state.
-func (s *Store) Info(ctx context.Context) (Info, error) {
+func (s *EventLog) Info(ctx context.Context) (Info, error) {
 	si, err := s.stream.Info(ctx)
 	if err != nil {
 		return Info{}, fmt.Errorf("stream info: %w", err)
@@ -32,7 +32,7 @@ func (s *Store) Info(ctx context.Context) (Info, error) {
 // is called once, when the messages stored before Follow started have all
 // been delivered. A message that cannot be decoded is passed with its error
 // so the caller can log it and move on. apply runs on Follow's goroutine.
-func (s *Store) Follow(ctx context.Context, after uint64, apply func(seq uint64, subject string, b events.Batch, err error), caughtUp func()) error {
+func (s *EventLog) Follow(ctx context.Context, after uint64, apply func(seq uint64, subject string, b events.Batch, err error), caughtUp func()) error {
 	info, err := s.Info(ctx)
 	if err != nil {
 		return err
@@ -78,7 +78,7 @@ type Message struct {
 // up to the last message stored when Scan starts, as the stream leader
 // knows it; a larger to is cut to that). fn returning an error stops the
 // scan with that error.
-func (s *Store) Scan(ctx context.Context, from, to uint64, fn func(Message) error) error {
+func (s *EventLog) Scan(ctx context.Context, from, to uint64, fn func(Message) error) error {
 	// Read up to the stream's last sequence as its leader knows it; the
 	// consumer may be served by a replica that has not reached it yet, so
 	// its NumPending cannot tell where the log ends.
@@ -113,7 +113,7 @@ func (s *Store) Scan(ctx context.Context, from, to uint64, fn func(Message) erro
 
 // consume reads the whole stream from sequence from through an ordered consumer and hands each message to fn until fn
 // reports done or an error, or ctx ends (then it returns ctx.Err()).
-func (s *Store) consume(ctx context.Context, from uint64, fn func(jetstream.Msg, *jetstream.MsgMetadata) (done bool, err error)) error {
+func (s *EventLog) consume(ctx context.Context, from uint64, fn func(jetstream.Msg, *jetstream.MsgMetadata) (done bool, err error)) error {
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if from > 1 {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy

@@ -20,8 +20,8 @@ import (
 // Safe for concurrent use; concurrent saves are harmless (last one wins,
 // any valid snapshot serves).
 type Snapshots struct {
-	store *Store
-	obs   jetstream.ObjectStore
+	eventLog *EventLog
+	obs      jetstream.ObjectStore
 }
 
 const (
@@ -31,7 +31,7 @@ const (
 )
 
 // Snapshots opens (creating if needed) the snapshot bucket.
-func (s *Store) Snapshots(ctx context.Context) (*Snapshots, error) {
+func (s *EventLog) Snapshots(ctx context.Context) (*Snapshots, error) {
 	var obs jetstream.ObjectStore
 	err := retry(ctx, func(ctx context.Context) error {
 		o, err := s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
@@ -46,11 +46,11 @@ func (s *Store) Snapshots(ctx context.Context) (*Snapshots, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot bucket: %w", err)
 	}
-	return &Snapshots{store: s, obs: obs}, nil
+	return &Snapshots{eventLog: s, obs: obs}, nil
 }
 
 func (sn *Snapshots) streamCreated(ctx context.Context) (string, uint64, error) {
-	si, err := sn.store.stream.Info(ctx)
+	si, err := sn.eventLog.stream.Info(ctx)
 	if err != nil {
 		return "", 0, err
 	}
@@ -63,7 +63,7 @@ func (sn *Snapshots) Save(ctx context.Context, model *events.ReadModel) (uint64,
 	if err != nil {
 		return 0, fmt.Errorf("save snapshot: %w", err)
 	}
-	data, seq, err := model.MarshalSnapshot(sn.store.cfg.Stream)
+	data, seq, err := model.MarshalSnapshot(sn.eventLog.cfg.Stream)
 	if err != nil {
 		return 0, err
 	}
@@ -102,7 +102,7 @@ func (sn *Snapshots) Load(ctx context.Context) (*events.ReadModel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load snapshot: %w", err)
 	}
-	model, err := events.RestoreSnapshot(data, sn.store.cfg.Stream)
+	model, err := events.RestoreSnapshot(data, sn.eventLog.cfg.Stream)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +114,7 @@ func (sn *Snapshots) Load(ctx context.Context) (*events.ReadModel, error) {
 
 // ExistingSnapshots binds the snapshot bucket without creating it (for
 // read-only tools); ErrNoSnapshot if there is none.
-func (s *Store) ExistingSnapshots(ctx context.Context) (*Snapshots, error) {
+func (s *EventLog) ExistingSnapshots(ctx context.Context) (*Snapshots, error) {
 	obs, err := s.js.ObjectStore(ctx, s.cfg.Stream+"_SNAPSHOTS")
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, ErrNoSnapshot
@@ -122,5 +122,5 @@ func (s *Store) ExistingSnapshots(ctx context.Context) (*Snapshots, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot bucket: %w", err)
 	}
-	return &Snapshots{store: s, obs: obs}, nil
+	return &Snapshots{eventLog: s, obs: obs}, nil
 }

@@ -58,8 +58,9 @@ func (c *Config) defaults() {
 // WorkConsumer is the durable pull consumer every instance shares.
 const WorkConsumer = "job-workers"
 
-// Store is the event log. It is safe for concurrent use.
-type Store struct {
+// EventLog is the event log on JetStream: the stream, the work consumer
+// and the readers. It is safe for concurrent use.
+type EventLog struct {
 	cfg    Config
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -116,13 +117,13 @@ func (c *Config) consumerConfig() jetstream.ConsumerConfig {
 // compared with cfg and a difference returns a *DriftError without changing
 // anything, unless cfg.UpdateExisting. Without it (the embedded single
 // node, whose data dir only this process holds) they are updated to cfg.
-func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
+func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*EventLog, error) {
 	cfg.defaults()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	s := &Store{cfg: cfg, nc: nc, js: js, ccfg: cfg.consumerConfig()}
+	s := &EventLog{cfg: cfg, nc: nc, js: js, ccfg: cfg.consumerConfig()}
 	scfg := cfg.streamConfig(int32(nc.MaxPayload()))
 	var drift []Diff
 	err = retry(ctx, func(ctx context.Context) error {
@@ -193,10 +194,10 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 }
 
 // StreamName returns the stream's name.
-func (s *Store) StreamName() string { return s.cfg.Stream }
+func (s *EventLog) StreamName() string { return s.cfg.Stream }
 
 // JetStream exposes the JetStream context (for tests and tools).
-func (s *Store) JetStream() jetstream.JetStream { return s.js }
+func (s *EventLog) JetStream() jetstream.JetStream { return s.js }
 
 // Submit stores a submission and returns its sequence, the job id. A
 // non-empty idempotencyKey makes a retry within the dedup window return the
@@ -207,7 +208,7 @@ func (s *Store) JetStream() jetstream.JetStream { return s.js }
 // others wait for it and replay it. Transient failures are retried with the
 // same message identity until ctx ends, so a stored submission whose
 // acknowledgement was lost is never stored twice.
-func (s *Store) Submit(ctx context.Context, sub *events.JobSubmitted, idempotencyKey string) (id uint64, replayed bool, err error) {
+func (s *EventLog) Submit(ctx context.Context, sub *events.JobSubmitted, idempotencyKey string) (id uint64, replayed bool, err error) {
 	body, err := events.Encode(0, sub)
 	if err != nil {
 		return 0, false, err
@@ -322,7 +323,7 @@ func isStorageFull(err error) bool {
 // the stream's leader (never a replica that may be behind) and retried
 // while the log is unavailable, until ctx ends (then events.ErrUnavailable
 // when ctx's deadline passed).
-func (s *Store) Submission(ctx context.Context, id uint64) (*events.JobSubmitted, error) {
+func (s *EventLog) Submission(ctx context.Context, id uint64) (*events.JobSubmitted, error) {
 	m, err := s.getMsg(ctx, id, "")
 	if err != nil {
 		return nil, fmt.Errorf("load job %d: %w", id, err)
@@ -354,7 +355,7 @@ func DecodeSubmission(data []byte, encoding string) (*events.JobSubmitted, error
 }
 
 // LoadJob reads a job's whole history.
-func (s *Store) LoadJob(ctx context.Context, id uint64) (*events.History, error) {
+func (s *EventLog) LoadJob(ctx context.Context, id uint64) (*events.History, error) {
 	sub, err := s.Submission(ctx, id)
 	if err != nil {
 		return nil, err
@@ -366,7 +367,7 @@ func (s *Store) LoadJob(ctx context.Context, id uint64) (*events.History, error)
 // It reads message by message from the stream leader (no consumer is
 // created, so it neither needs the meta leader nor leaves anything behind),
 // up to the job's last message as the leader knows it.
-func (s *Store) History(ctx context.Context, id uint64, sub *events.JobSubmitted) (*events.History, error) {
+func (s *EventLog) History(ctx context.Context, id uint64, sub *events.JobSubmitted) (*events.History, error) {
 	h := &events.History{ID: id, Submitted: sub}
 	filter := events.JobFilter(id)
 	last, err := s.getMsg(ctx, 0, filter)
@@ -403,7 +404,7 @@ func (s *Store) History(ctx context.Context, id uint64, sub *events.JobSubmitted
 // last message on that filter; with next set too, the first message at or
 // after seq on it; otherwise the message at seq. nil when there is none.
 // Transient failures are retried until ctx ends.
-func (s *Store) getMsg(ctx context.Context, seq uint64, filter string) (*jetstream.RawStreamMsg, error) {
+func (s *EventLog) getMsg(ctx context.Context, seq uint64, filter string) (*jetstream.RawStreamMsg, error) {
 	var m *jetstream.RawStreamMsg
 	err := retry(ctx, func(ctx context.Context) error {
 		var err error
@@ -427,7 +428,7 @@ func (s *Store) getMsg(ctx context.Context, seq uint64, filter string) (*jetstre
 }
 
 // lastOfJob returns the job's last message, or nil if it has none.
-func (s *Store) lastOfJob(ctx context.Context, id uint64) (*jetstream.RawStreamMsg, error) {
+func (s *EventLog) lastOfJob(ctx context.Context, id uint64) (*jetstream.RawStreamMsg, error) {
 	m, err := s.getMsg(ctx, 0, events.JobFilter(id))
 	if err != nil {
 		return nil, fmt.Errorf("last message of job %d: %w", id, err)
@@ -437,7 +438,7 @@ func (s *Store) lastOfJob(ctx context.Context, id uint64) (*jetstream.RawStreamM
 
 // FenceHolds reports whether the job's last message is still at fence
 // (0 = the job has none): false means another owner has written since.
-func (s *Store) FenceHolds(ctx context.Context, id, fence uint64) (bool, error) {
+func (s *EventLog) FenceHolds(ctx context.Context, id, fence uint64) (bool, error) {
 	last, err := s.lastOfJob(ctx, id)
 	if err != nil {
 		return false, err
@@ -461,7 +462,7 @@ func (s *Store) FenceHolds(ctx context.Context, id, fence uint64) (bool, error) 
 // events.ErrStorageFull is returned when the log refuses the write for lack
 // of space. ctx cancellation abandons the append (it may or may not have
 // been stored).
-func (s *Store) Append(ctx context.Context, id uint64, kind string, fence uint64, msgID string, evs ...events.Event) (uint64, error) {
+func (s *EventLog) Append(ctx context.Context, id uint64, kind string, fence uint64, msgID string, evs ...events.Event) (uint64, error) {
 	body, err := events.Encode(id, evs...)
 	if err != nil {
 		return 0, err
@@ -506,7 +507,7 @@ func (s *Store) Append(ctx context.Context, id uint64, kind string, fence uint64
 // Attach opens an existing stream without changing its configuration (for
 // operator tools reading a data dir). It creates no consumer: NextJob must
 // not be called on the result.
-func Attach(ctx context.Context, nc *nats.Conn, streamName string) (*Store, error) {
+func Attach(ctx context.Context, nc *nats.Conn, streamName string) (*EventLog, error) {
 	cfg := Config{Stream: streamName}
 	cfg.defaults()
 	js, err := jetstream.New(nc)
@@ -517,5 +518,5 @@ func Attach(ctx context.Context, nc *nats.Conn, streamName string) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("attach stream %s: %w", cfg.Stream, err)
 	}
-	return &Store{cfg: cfg, nc: nc, js: js, stream: st}, nil
+	return &EventLog{cfg: cfg, nc: nc, js: js, stream: st}, nil
 }

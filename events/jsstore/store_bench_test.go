@@ -32,13 +32,13 @@ func benchOutcomes(from, n int) []events.Event {
 
 // benchAppender appends to one job, fenced, as its job actor does.
 type benchAppender struct {
-	s     *jsstore.Store
+	s     *jsstore.EventLog
 	id    uint64
 	fence uint64
 	n     int
 }
 
-func newBenchAppender(b *testing.B, s *jsstore.Store) *benchAppender {
+func newBenchAppender(b *testing.B, s *jsstore.EventLog) *benchAppender {
 	id, _, err := s.Submit(context.Background(), benchJob(1), "")
 	if err != nil {
 		b.Fatal(err)

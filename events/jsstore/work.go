@@ -17,11 +17,11 @@ import (
 // InProgress and acks it only after the job's terminal event is stored.
 // Not safe for concurrent use.
 type Delivery struct {
-	store   *Store
-	msg     jetstream.Msg
-	ID      uint64 // the job id: the submission's stream sequence
-	Attempt int    // deliveries of this message; 1 on the first
-	requeue bool   // delivered through a requeue message, not the submission
+	eventLog *EventLog
+	msg      jetstream.Msg
+	ID       uint64 // the job id: the submission's stream sequence
+	Attempt  int    // deliveries of this message; 1 on the first
+	requeue  bool   // delivered through a requeue message, not the submission
 }
 
 // JobID returns the job id.
@@ -37,7 +37,7 @@ func (d *Delivery) Attempts() int { return d.Attempt }
 // or a requeue of a sequence that holds no submission).
 func (d *Delivery) Submission(ctx context.Context) (*events.JobSubmitted, error) {
 	if d.requeue {
-		return d.store.Submission(ctx, d.ID)
+		return d.eventLog.Submission(ctx, d.ID)
 	}
 	sub, err := DecodeSubmission(d.msg.Data(), d.msg.Headers().Get(events.HeaderEncoding))
 	if err != nil {
@@ -71,7 +71,7 @@ func (d *Delivery) Term(ctx context.Context) error { return d.confirm(ctx, "+TER
 // consumer leader answers it, so a nil return means it was applied.
 func (d *Delivery) confirm(ctx context.Context, body string) error {
 	return retry(ctx, func(ctx context.Context) error {
-		if _, err := d.store.nc.RequestWithContext(ctx, d.msg.Reply(), []byte(body)); err != nil {
+		if _, err := d.eventLog.nc.RequestWithContext(ctx, d.msg.Reply(), []byte(body)); err != nil {
 			return classify(err)
 		}
 		return nil
@@ -82,7 +82,7 @@ func (d *Delivery) confirm(ctx context.Context, body string) error {
 // one message: pre-buffered messages would run out their ack timers while
 // waiting for a free job slot and be processed twice. If ctx ends while a
 // fetch is outstanding, a job that arrives anyway is released at once.
-func (s *Store) NextJob(ctx context.Context) (*Delivery, error) {
+func (s *EventLog) NextJob(ctx context.Context) (*Delivery, error) {
 	type result struct {
 		d   *Delivery
 		err error
@@ -123,7 +123,7 @@ func (s *Store) NextJob(ctx context.Context) (*Delivery, error) {
 
 // fetchOne waits up to wait for one job; (nil, nil) when none came. A
 // message that is neither a submission nor a requeue is terminated.
-func (s *Store) fetchOne(wait time.Duration) (*Delivery, error) {
+func (s *EventLog) fetchOne(wait time.Duration) (*Delivery, error) {
 	batch, err := s.work.Fetch(1, jetstream.FetchMaxWait(wait))
 	if err != nil {
 		return nil, err
@@ -133,7 +133,7 @@ func (s *Store) fetchOne(wait time.Duration) (*Delivery, error) {
 		if err != nil {
 			return nil, err
 		}
-		d := &Delivery{store: s, msg: m, ID: md.Sequence.Stream, Attempt: int(md.NumDelivered)}
+		d := &Delivery{eventLog: s, msg: m, ID: md.Sequence.Stream, Attempt: int(md.NumDelivered)}
 		if m.Subject() != events.SubjectSubmitted {
 			id, kind, ok := events.ParseJobSubject(m.Subject())
 			if !ok || kind != events.KindRequeued {
@@ -160,7 +160,7 @@ func (s *Store) fetchOne(wait time.Duration) (*Delivery, error) {
 // It shortens the consumer's ack wait for a moment, so the server itself
 // queues exactly its pending deliveries for redelivery (it re-checks them
 // 100 ms after an ack-wait change), then restores it.
-func (s *Store) ReclaimJobs(ctx context.Context) (int, error) {
+func (s *EventLog) ReclaimJobs(ctx context.Context) (int, error) {
 	var pending int
 	err := retry(ctx, func(ctx context.Context) error {
 		ci, err := s.work.Info(ctx)
@@ -192,7 +192,7 @@ func (s *Store) ReclaimJobs(ctx context.Context) (int, error) {
 	return pending, ctx.Err()
 }
 
-func (s *Store) updateWork(ctx context.Context, cfg jetstream.ConsumerConfig) error {
+func (s *EventLog) updateWork(ctx context.Context, cfg jetstream.ConsumerConfig) error {
 	return retry(ctx, func(ctx context.Context) error {
 		c, err := s.js.UpdateConsumer(ctx, s.cfg.Stream, cfg)
 		if err != nil {
@@ -216,7 +216,7 @@ type WorkState struct {
 }
 
 // WorkState reads the work consumer's state from its leader.
-func (s *Store) WorkState(ctx context.Context) (WorkState, error) {
+func (s *EventLog) WorkState(ctx context.Context) (WorkState, error) {
 	var ws WorkState
 	err := retry(ctx, func(ctx context.Context) error {
 		ci, err := s.js.Consumer(ctx, s.cfg.Stream, WorkConsumer)
@@ -247,7 +247,7 @@ var (
 // events.ErrJobNotFound, ErrJobTerminal or ErrRequeued when there is
 // nothing to requeue; retried with the same job state, it stores the event
 // once.
-func (s *Store) Requeue(ctx context.Context, id uint64, ev *events.JobRequeued) (uint64, error) {
+func (s *EventLog) Requeue(ctx context.Context, id uint64, ev *events.JobRequeued) (uint64, error) {
 	if _, err := s.Submission(ctx, id); err != nil {
 		return 0, err
 	}
@@ -272,7 +272,7 @@ func (s *Store) Requeue(ctx context.Context, id uint64, ev *events.JobRequeued) 
 // Probe reports whether the log can take writes now: the stream has a
 // leader that answers (so a quorum of its replicas is up). It returns an
 // error wrapping events.ErrUnavailable otherwise.
-func (s *Store) Probe(ctx context.Context) error {
+func (s *EventLog) Probe(ctx context.Context) error {
 	si, err := s.stream.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: %v", events.ErrUnavailable, err)

@@ -113,7 +113,7 @@ func StartCluster(tb testing.TB) ([]*server.Server, *nats.Conn) {
 }
 
 // Open opens the store on nc, failing tb on error.
-func Open(tb testing.TB, nc *nats.Conn, cfg jsstore.Config) *jsstore.Store {
+func Open(tb testing.TB, nc *nats.Conn, cfg jsstore.Config) *jsstore.EventLog {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -127,15 +127,15 @@ func Open(tb testing.TB, nc *nats.Conn, cfg jsstore.Config) *jsstore.Store {
 // Backend is a kind of deployment a contract test runs against.
 type Backend struct {
 	Name string
-	Open func(tb testing.TB, cfg jsstore.Config) *jsstore.Store
+	Open func(tb testing.TB, cfg jsstore.Config) *jsstore.EventLog
 }
 
 // Backends are the embedded single node and a 3-node cluster (R3 stream).
 var Backends = []Backend{
-	{"single", func(tb testing.TB, cfg jsstore.Config) *jsstore.Store {
+	{"single", func(tb testing.TB, cfg jsstore.Config) *jsstore.EventLog {
 		return Open(tb, StartSingle(tb), cfg)
 	}},
-	{"cluster", func(tb testing.TB, cfg jsstore.Config) *jsstore.Store {
+	{"cluster", func(tb testing.TB, cfg jsstore.Config) *jsstore.EventLog {
 		_, nc := StartCluster(tb)
 		cfg.Replicas = 3
 		return Open(tb, nc, cfg)
