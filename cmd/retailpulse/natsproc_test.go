@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,13 +78,20 @@ type natsNode struct {
 	name                        string // server_name: n1, n2, n3
 	conf, storeDir              string
 	port, clusterPort, httpPort int
-	proc                        *procProc // the latest process; nil before the first start
-	starts                      int
+	procs                       []*procProc // every process started, the latest last
 }
 
 func (n *natsNode) clientURL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
 
-func (n *natsNode) running() bool { return n.proc != nil && !n.proc.exited() }
+// proc returns the node's latest process, nil before the first start.
+func (n *natsNode) proc() *procProc {
+	if len(n.procs) == 0 {
+		return nil
+	}
+	return n.procs[len(n.procs)-1]
+}
+
+func (n *natsNode) running() bool { return n.proc() != nil && !n.proc().exited() }
 
 // natsCluster is a JetStream cluster of nats-server processes, with a
 // client connection that knows every node. Everything stops at cleanup.
@@ -123,6 +131,12 @@ func startNATSCluster(t testing.TB) *natsCluster {
 			t.Fatal(err)
 		}
 	}
+	// Registered before the nodes start, so it runs after they are killed.
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.logOutput()
+		}
+	})
 	start := time.Now()
 	for i := range c.nodes {
 		c.spawn(i)
@@ -142,7 +156,45 @@ func startNATSCluster(t testing.TB) *natsCluster {
 		t.Fatal(err)
 	}
 	c.nc = nc
+	procOnFailure(t, func() { t.Logf("nats cluster state at the failure:\n%s", c.describe()) })
 	return c
+}
+
+// describe returns the stream's and the work consumer's state as the
+// cluster reports them, and each node's health, for failure logs.
+func (c *natsCluster) describe() string {
+	var b strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if st, err := c.js.Stream(ctx, clusterStream); err != nil {
+		fmt.Fprintf(&b, "stream: %v\n", err)
+	} else if si, err := st.Info(ctx); err != nil {
+		fmt.Fprintf(&b, "stream info: %v\n", err)
+	} else {
+		js, _ := json.Marshal(struct {
+			State   jetstream.StreamState  `json:"state"`
+			Cluster *jetstream.ClusterInfo `json:"cluster"`
+		}{si.State, si.Cluster})
+		fmt.Fprintf(&b, "stream: %s\n", js)
+	}
+	if cons, err := c.js.Consumer(ctx, clusterStream, jsstore.WorkConsumer); err != nil {
+		fmt.Fprintf(&b, "work consumer: %v\n", err)
+	} else if ci, err := cons.Info(ctx); err != nil {
+		fmt.Fprintf(&b, "work consumer info: %v\n", err)
+	} else {
+		ci.Config = jetstream.ConsumerConfig{}
+		js, _ := json.Marshal(ci)
+		fmt.Fprintf(&b, "work consumer: %s\n", js)
+	}
+	for i, n := range c.nodes {
+		if !n.running() {
+			fmt.Fprintf(&b, "%s: not running\n", n.name)
+			continue
+		}
+		code, body, err := c.monitor(i, "/healthz")
+		fmt.Fprintf(&b, "%s: /healthz %d %s %v\n", n.name, code, strings.TrimSpace(string(body)), err)
+	}
+	return b.String()
 }
 
 // natsNodeConfig is a node's config file, like deploy/nats/nats-server.conf
@@ -191,8 +243,36 @@ func (c *natsCluster) URLs() string {
 
 func (c *natsCluster) spawn(i int) {
 	n := c.nodes[i]
-	n.starts++
-	n.proc = procSpawn(c.t, fmt.Sprintf("nats %s (start %d)", n.name, n.starts), 8<<10, c.bin, "-c", n.conf)
+	// Output is logged by the cluster's cleanup, without route chatter.
+	n.procs = append(n.procs, procSpawn(c.t, fmt.Sprintf("nats %s (start %d)", n.name, len(n.procs)+1), -1, c.bin, "-c", n.conf))
+}
+
+// natsNoise matches log lines about routes coming and going, which every
+// kill and restart produces by the dozen.
+var natsNoise = regexp.MustCompile(`Route connection created|Router connection closed|Error trying to connect to route|Duplicate Route`)
+
+// logOutput logs every node process's output, route chatter dropped, at
+// most the last 12 KiB of each.
+func (c *natsCluster) logOutput() {
+	for _, n := range c.nodes {
+		for k, p := range n.procs {
+			var keep []string
+			for _, line := range strings.Split(p.out.String(), "\n") {
+				if !natsNoise.MatchString(line) {
+					keep = append(keep, line)
+				}
+			}
+			out := strings.Join(keep, "\n")
+			if len(out) > 12<<10 {
+				out = "...\n" + out[len(out)-12<<10:]
+			}
+			state := "running"
+			if p.exited() {
+				state = p.state.String()
+			}
+			c.t.Logf("output of nats %s (start %d, %s):\n%s", n.name, k+1, state, out)
+		}
+	}
 }
 
 // waitStarted waits until node i's monitoring port answers with JetStream
@@ -201,8 +281,8 @@ func (c *natsCluster) waitStarted(i int) {
 	c.t.Helper()
 	n := c.nodes[i]
 	jstest.CheckFor(c.t, 30*time.Second, func() error {
-		if n.proc.exited() {
-			c.t.Fatalf("nats %s exited at start: %v\n%s", n.name, n.proc.state, n.proc.out)
+		if p := n.proc(); p.exited() {
+			c.t.Fatalf("nats %s exited at start: %v\n%s", n.name, p.state, p.out)
 		}
 		code, body, err := c.monitor(i, "/healthz?js-enabled-only=true")
 		if err != nil {
@@ -232,7 +312,7 @@ func (c *natsCluster) kill(i int) {
 	if !c.nodes[i].running() {
 		c.t.Fatalf("nats %s is not running", c.nodes[i].name)
 	}
-	c.nodes[i].proc.kill()
+	c.nodes[i].proc().kill()
 }
 
 // monitor GETs path from node i's monitoring port.

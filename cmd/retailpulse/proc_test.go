@@ -140,7 +140,8 @@ type procProc struct {
 
 // procSpawn starts bin with args. The process is killed when the test
 // ends; if the test failed its output is logged (only the last tail bytes
-// when tail > 0), and a data race it reported fails the test.
+// when tail > 0; not at all when tail < 0), and a data race it reported
+// fails the test.
 func procSpawn(t testing.TB, name string, tail int, bin string, args ...string) *procProc {
 	t.Helper()
 	p := &procProc{name: name, cmd: exec.Command(bin, args...), out: &procBuffer{}, stderr: &procBuffer{}, done: make(chan struct{})}
@@ -160,14 +161,65 @@ func procSpawn(t testing.TB, name string, tail int, bin string, args ...string) 
 		if strings.Contains(out, "WARNING: DATA RACE") {
 			t.Errorf("%s: the race detector reported a data race", p.name)
 		}
-		if t.Failed() {
+		if t.Failed() && tail >= 0 {
 			if tail > 0 && len(out) > tail {
 				out = "...\n" + out[len(out)-tail:]
 			}
 			t.Logf("output of %s (%s %s):\n%s", p.name, filepath.Base(bin), strings.Join(args, " "), out)
 		}
 	})
+	procDiagCleanup(t)
 	return p
+}
+
+// procDiags holds, per test, functions to run if the test fails, while its
+// child processes still run.
+var procDiags = struct {
+	sync.Mutex
+	m map[testing.TB]*procDiag
+}{m: map[testing.TB]*procDiag{}}
+
+type procDiag struct {
+	fns []func()
+	gen int // bumped by every registration; only the latest cleanup runs fns
+}
+
+// procOnFailure registers fn to run if t fails, before any child process
+// of t is killed: cleanups run last-registered first, so every spawn
+// registers a cleanup after its kill and only the latest one runs fn.
+func procOnFailure(t testing.TB, fn func()) {
+	t.Helper()
+	procDiagsFor(t).fns = append(procDiagsFor(t).fns, fn)
+	procDiagCleanup(t)
+}
+
+func procDiagsFor(t testing.TB) *procDiag {
+	procDiags.Lock()
+	defer procDiags.Unlock()
+	d, ok := procDiags.m[t]
+	if !ok {
+		d = &procDiag{}
+		procDiags.m[t] = d
+		t.Cleanup(func() {
+			procDiags.Lock()
+			delete(procDiags.m, t)
+			procDiags.Unlock()
+		})
+	}
+	return d
+}
+
+func procDiagCleanup(t testing.TB) {
+	d := procDiagsFor(t)
+	d.gen++
+	gen := d.gen
+	t.Cleanup(func() {
+		if t.Failed() && d.gen == gen {
+			for _, fn := range d.fns {
+				fn()
+			}
+		}
+	})
 }
 
 func (p *procProc) exited() bool {
@@ -394,6 +446,22 @@ type procStatus struct {
 	Error  []events.StoreError `json:"error"`
 }
 
+// status returns the status of job id.
+func (c *procChild) status(id uint64) (procStatus, error) {
+	code, body, err := c.get("/api/status?jobid=" + strconv.FormatUint(id, 10))
+	if err != nil {
+		return procStatus{}, err
+	}
+	if code != http.StatusOK {
+		return procStatus{}, fmt.Errorf("status of job %d: %d %s", id, code, body)
+	}
+	var s procStatus
+	if err := json.Unmarshal(body, &s); err != nil {
+		return procStatus{}, fmt.Errorf("status of job %d: %s: %v", id, body, err)
+	}
+	return s, nil
+}
+
 // waitTerminal polls the status of every id until none is ongoing and
 // returns the final statuses.
 func (c *procChild) waitTerminal(t testing.TB, total time.Duration, ids []uint64) map[uint64]procStatus {
@@ -404,16 +472,9 @@ func (c *procChild) waitTerminal(t testing.TB, total time.Duration, ids []uint64
 			if _, ok := got[id]; ok {
 				continue
 			}
-			code, body, err := c.get("/api/status?jobid=" + strconv.FormatUint(id, 10))
+			s, err := c.status(id)
 			if err != nil {
 				return err
-			}
-			if code != http.StatusOK {
-				return fmt.Errorf("status of job %d: %d %s", id, code, body)
-			}
-			var s procStatus
-			if err := json.Unmarshal(body, &s); err != nil {
-				return fmt.Errorf("status of job %d: %s: %v", id, body, err)
 			}
 			if s.Status == string(events.StatusOngoing) {
 				return fmt.Errorf("job %d still ongoing (%d of %d jobs terminal)", id, len(got), len(ids))
