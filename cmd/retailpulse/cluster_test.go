@@ -255,6 +255,7 @@ func TestCluster_FaultsLoseNothing(t *testing.T) {
 		clusterInstance(t, bin, cl, "instance b"),
 		clusterInstance(t, bin, cl, "instance c"),
 	}
+	procOnFailure(t, func() { t.Logf("instances at the failure:\n%s", clusterDescribe(insts)) })
 	measured := func(format string, args ...any) {
 		t.Helper()
 		t.Logf("MEASURED: "+format, args...)
@@ -295,13 +296,14 @@ func TestCluster_FaultsLoseNothing(t *testing.T) {
 		killAt := time.Now()
 		cl.kill(victim)
 		probeID, next := load.probe(t, insts, prefix+"probe", killAt, 60*time.Second)
-		insts[0].waitTerminal(t, 60*time.Second, []uint64{probeID})
+		clusterWaitTerminal(t, insts, 60*time.Second, []uint64{probeID})
 		done := time.Since(killAt)
 		measured("%s kill (%s): first 201 of a submit sent after the kill %s after it; that job completed %s after the kill",
 			lk.name, roles, next.Round(time.Millisecond), done.Round(time.Millisecond))
 		cl.start(victim)
 		healthy := cl.waitHealthy(60 * time.Second)
 		b.end()
+		clusterCaughtUp(t, cl, insts, 30*time.Second)
 		subs := load.sentBetween(stepStart, time.Now())
 		measured("%s kill: %s restarted, cluster healthy %s later; longest of %d submits in the step %s",
 			lk.name, cl.nodes[victim].name, healthy.Round(time.Millisecond), len(subs), longest(subs).Round(time.Millisecond))
@@ -335,7 +337,7 @@ func TestCluster_FaultsLoseNothing(t *testing.T) {
 	imgs.setDelay(5 * time.Millisecond)
 	b.end()
 	insts = append(insts[1:], clusterInstance(t, bin, cl, "instance d"))
-	insts[0].waitTerminal(t, 60*time.Second, load.created())
+	clusterWaitTerminal(t, insts, 60*time.Second, load.created())
 	measured("instance kill (%s owned %v jobs and had processed %v images of the burst): every job completed %s after the kill (ack wait %s)",
 		victim.name, active, processed-processedBefore, time.Since(killAt).Round(time.Millisecond), clusterAckWait)
 
@@ -355,12 +357,13 @@ func TestCluster_FaultsLoseNothing(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	for id, s := range insts[len(insts)-1].waitTerminal(t, 90*time.Second, ids) {
+	for id, s := range clusterWaitTerminal(t, insts, 90*time.Second, ids) {
 		if s.Status != string(events.StatusCompleted) || s.JobID != fmt.Sprint(id) || len(s.Error) != 0 {
 			t.Errorf("job %d: %+v, want completed", id, s)
 		}
 	}
 	t.Logf("%d jobs in the log (%d got a 201), all terminal %s after the last fault", len(ids), len(load.created()), time.Since(start).Round(time.Millisecond))
+	clusterCaughtUp(t, cl, insts, 30*time.Second)
 	lg := procReadLog(t, ctx, store, "cluster")
 	procMatchSubmissions(t, lg, load.jobs)
 	images := 0
@@ -374,6 +377,90 @@ func TestCluster_FaultsLoseNothing(t *testing.T) {
 	if code != 0 {
 		t.Errorf("verify: exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
+}
+
+// clusterWaitTerminal polls the status of every id on each instance in
+// turn until one of them answers it terminal, and returns those statuses.
+func clusterWaitTerminal(t testing.TB, insts []*procChild, total time.Duration, ids []uint64) map[uint64]procStatus {
+	t.Helper()
+	got := map[uint64]procStatus{}
+	jstest.CheckFor(t, total, func() error {
+		for _, id := range ids {
+			if _, ok := got[id]; ok {
+				continue
+			}
+			var answers []string
+			for _, c := range insts {
+				s, err := c.status(id)
+				if err == nil && s.Status != string(events.StatusOngoing) {
+					got[id] = s
+					break
+				}
+				answers = append(answers, fmt.Sprintf("%s: %s %v", c.name, s.Status, err))
+			}
+			if _, ok := got[id]; !ok {
+				return fmt.Errorf("job %d not terminal (%s); %d of %d jobs terminal", id, strings.Join(answers, ", "), len(got), len(ids))
+			}
+		}
+		return nil
+	})
+	return got
+}
+
+// clusterCaughtUp waits until every instance's projection has applied the
+// stream's last message as of now: a fault must not leave an instance
+// serving stale status for good.
+func clusterCaughtUp(t testing.TB, cl *natsCluster, insts []*procChild, total time.Duration) {
+	t.Helper()
+	var last uint64
+	jstest.CheckFor(t, 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		st, err := cl.js.Stream(ctx, clusterStream)
+		if err != nil {
+			return err
+		}
+		si, err := st.Info(ctx)
+		if err != nil {
+			return err
+		}
+		last = si.State.LastSeq
+		return nil
+	})
+	jstest.CheckFor(t, total, func() error {
+		for _, c := range insts {
+			seq, err := c.metric("retailpulse_projection_last_sequence")
+			if err != nil {
+				return fmt.Errorf("%s: %v", c.name, err)
+			}
+			if uint64(seq) < last {
+				return fmt.Errorf("%s: projection at sequence %v, the stream at %d", c.name, seq, last)
+			}
+		}
+		return nil
+	})
+}
+
+// clusterDescribe returns the job-related metrics of every running
+// instance, for failure logs.
+func clusterDescribe(insts []*procChild) string {
+	var b strings.Builder
+	for _, c := range insts {
+		if c.exited() {
+			fmt.Fprintf(&b, "%s: exited\n", c.name)
+			continue
+		}
+		fmt.Fprintf(&b, "%s:", c.name)
+		for _, m := range []string{"retailpulse_jobs_active", "retailpulse_images_inflight", "retailpulse_projection_last_sequence"} {
+			v, err := c.metric(m)
+			fmt.Fprintf(&b, " %s=%v", strings.TrimPrefix(m, "retailpulse_"), v)
+			if err != nil {
+				fmt.Fprintf(&b, " (%v)", err)
+			}
+		}
+		fmt.Fprintln(&b)
+	}
+	return b.String()
 }
 
 // clusterQuorumLoss SIGKILLs two of the three nodes (the stream leader and
