@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -112,14 +113,15 @@ func startNATSCluster(t testing.TB) *natsCluster {
 	c := &natsCluster{t: t, bin: natsServerBin(t), http: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{}}}
 	t.Cleanup(c.http.CloseIdleConnections)
 	dir := t.TempDir()
+	used := map[int]bool{}
 	for i := range 3 {
 		c.nodes = append(c.nodes, &natsNode{
 			name:        fmt.Sprintf("n%d", i+1),
 			conf:        filepath.Join(dir, fmt.Sprintf("n%d.conf", i+1)),
 			storeDir:    filepath.Join(dir, fmt.Sprintf("n%d-store", i+1)),
-			port:        natsFreePort(t),
-			clusterPort: natsFreePort(t),
-			httpPort:    natsFreePort(t),
+			port:        natsFreePort(t, used),
+			clusterPort: natsFreePort(t, used),
+			httpPort:    natsFreePort(t, used),
 		})
 	}
 	var routes []string
@@ -222,14 +224,34 @@ cluster {
 `, n.name, n.port, n.httpPort, strconv.Quote(n.storeDir), n.clusterPort, strings.Join(routes, "\n    "))
 }
 
-func natsFreePort(t testing.TB) int {
+// natsFreePort returns a free loopback port below the kernel's ephemeral
+// range: a node restarts on its ports, and while it is down an outgoing
+// connection could otherwise be given one of them.
+func natsFreePort(t testing.TB, used map[int]bool) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 12000 {
+				low = n
+			}
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	for range 200 {
+		port := 10000 + rand.IntN(low-10000)
+		if used[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		used[port] = true
+		return port
+	}
+	t.Fatalf("no free port between 10000 and %d", low)
+	return 0
 }
 
 // URLs returns every node's client URL, comma-separated (for --nats-url).
