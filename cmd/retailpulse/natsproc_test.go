@@ -149,7 +149,10 @@ func startNATSCluster(t testing.TB) *natsCluster {
 	c.waitHealthy(60 * time.Second)
 	t.Logf("nats cluster of %d nodes healthy after %s (%s)", len(c.nodes), time.Since(start).Round(time.Millisecond), c.URLs())
 
-	nc, err := nats.Connect(c.URLs(), nats.Name("cluster-test"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	// Connection errors are expected (nodes get killed); the default
+	// handler would print each one.
+	quiet := nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})
+	nc, err := nats.Connect(c.URLs(), nats.Name("cluster-test"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
