@@ -532,7 +532,7 @@ func (c *natsCluster) roles(i int) string {
 }
 
 // attach returns a store on the cluster's stream for reading the log.
-func (c *natsCluster) attach(ctx context.Context) *jsstore.Store {
+func (c *natsCluster) attach(ctx context.Context) *jsstore.EventLog {
 	c.t.Helper()
 	store, err := jsstore.Attach(ctx, c.nc, clusterStream)
 	if err != nil {

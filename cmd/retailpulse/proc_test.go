@@ -749,7 +749,7 @@ func procInspect(t testing.TB, dataDir string, ackWait time.Duration) *procLog {
 // procReadLog reads every job in store's log (embedded or a cluster):
 // each submission and each message on the job's subjects, folded with
 // events.NewJobState. what names the log in failures.
-func procReadLog(t testing.TB, ctx context.Context, store *jsstore.Store, what string) *procLog {
+func procReadLog(t testing.TB, ctx context.Context, store *jsstore.EventLog, what string) *procLog {
 	t.Helper()
 	out := &procLog{Jobs: map[uint64]*procJobLog{}}
 	ids, bad, err := procSubmissions(ctx, store)
