@@ -1,0 +1,317 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/retailpulse/retailpulse/events"
+)
+
+// EventLog is the event log as the event-stream routes read it. Every read
+// hands each message to fn as a record with the error of decoding its body
+// (nil when it decoded), in stream order, on the caller's goroutine; fn
+// returning an error stops the read with that error; cancelling ctx stops
+// it with ctx.Err(). Implementations are safe for concurrent use.
+type EventLog interface {
+	// LastSeq returns the log's last sequence.
+	LastSeq(ctx context.Context) (uint64, error)
+	// JobCompleted returns the sequence of the job's job_completed message,
+	// or 0 while it has none.
+	JobCompleted(ctx context.Context, id uint64) (uint64, error)
+	// ReadJob reads the job's messages (its submission at sequence id, then
+	// the messages on its subjects) with sequences in [from, to].
+	ReadJob(ctx context.Context, id, from, to uint64, fn func(events.Record, error) error) error
+	// ReadAll reads every message with a sequence in [from, to].
+	ReadAll(ctx context.Context, from, to uint64, fn func(events.Record, error) error) error
+	// Tail reads every message stored after sequence after, live, until ctx
+	// ends or fn fails.
+	Tail(ctx context.Context, after uint64, fn func(events.Record, error) error) error
+}
+
+// The doors of StreamObserver: the event-stream routes.
+const (
+	DoorJob = "sse_job" // GET /api/jobs/{id}/events
+	DoorAll = "sse_all" // GET /api/events
+)
+
+// StreamObserver is told about event streams (for metrics). Door is DoorJob
+// or DoorAll. Implementations are safe for concurrent use.
+type StreamObserver interface {
+	StreamOpened(door string)
+	// StreamClosed: overflowed is true when the client fell behind.
+	StreamClosed(door string, overflowed bool)
+	EventsSent(door string, n int)
+}
+
+// Defaults of StreamsConfig.
+const (
+	DefaultMaxStreams   = 1000
+	DefaultStreamBuffer = 256
+	DefaultKeepAlive    = 15 * time.Second
+	DefaultStreamWrite  = 10 * time.Second
+)
+
+// StreamsConfig configures NewStreams. Only Log is required; a zero field
+// takes its default.
+type StreamsConfig struct {
+	Log EventLog
+	// MaxStreams bounds the event streams open at once, over both routes;
+	// beyond it a request is answered 503 with Retry-After. Default
+	// DefaultMaxStreams.
+	MaxStreams int
+	// Buffer is how many messages may wait for one client. A client whose
+	// buffer is full when a message arrives has fallen behind: it is sent
+	// a final "overflow" event and its stream ends. Default
+	// DefaultStreamBuffer.
+	Buffer int
+	// KeepAlive is the interval of the comment line that keeps proxies
+	// from closing an idle stream. Default DefaultKeepAlive.
+	KeepAlive time.Duration
+	// WriteTimeout bounds each write to a client (it replaces the server's
+	// WriteTimeout, which would cut every stream). Default
+	// DefaultStreamWrite.
+	WriteTimeout time.Duration
+	// Observer, if set, is told about streams.
+	Observer StreamObserver
+	// Logger receives read errors and undecodable messages. Default:
+	// discard.
+	Logger *slog.Logger
+}
+
+// Streams serves the event-stream routes: each client's history is read
+// from the log by its own handler; the live events of every client come
+// from one shared tail of the log (Run), which hands each message to the
+// clients that want it without ever waiting for one. Create it with
+// NewStreams, pass it in Config.Streams, and run Run for as long as the
+// handler serves. Safe for concurrent use.
+type Streams struct {
+	log          EventLog
+	obs          StreamObserver
+	logger       *slog.Logger
+	buffer       int
+	keepAlive    time.Duration
+	writeTimeout time.Duration
+	slots        semaphore
+
+	ctx    context.Context // cancelled by Close: every stream ends
+	cancel context.CancelFunc
+
+	started chan struct{} // closed once pos is known
+	mu      sync.Mutex
+	pos     uint64 // sequence of the last message handed out
+	all     map[*subscriber]struct{}
+	byJob   map[uint64]map[*subscriber]struct{}
+}
+
+// NewStreams validates cfg and returns the event-stream service.
+func NewStreams(cfg StreamsConfig) (*Streams, error) {
+	if cfg.Log == nil {
+		return nil, errors.New("httpapi: StreamsConfig.Log is required")
+	}
+	if cfg.MaxStreams < 0 || cfg.Buffer < 0 || cfg.KeepAlive < 0 || cfg.WriteTimeout < 0 {
+		return nil, errors.New("httpapi: stream limits must not be negative")
+	}
+	s := &Streams{
+		log: cfg.Log, obs: cfg.Observer, logger: cfg.Logger,
+		buffer: cfg.Buffer, keepAlive: cfg.KeepAlive, writeTimeout: cfg.WriteTimeout,
+		started: make(chan struct{}),
+		all:     map[*subscriber]struct{}{},
+		byJob:   map[uint64]map[*subscriber]struct{}{},
+	}
+	if cfg.MaxStreams == 0 {
+		cfg.MaxStreams = DefaultMaxStreams
+	}
+	s.slots = newSemaphore(cfg.MaxStreams)
+	if s.buffer == 0 {
+		s.buffer = DefaultStreamBuffer
+	}
+	if s.keepAlive == 0 {
+		s.keepAlive = DefaultKeepAlive
+	}
+	if s.writeTimeout == 0 {
+		s.writeTimeout = DefaultStreamWrite
+	}
+	if s.obs == nil {
+		s.obs = nopObserver{}
+	}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+type nopObserver struct{}
+
+func (nopObserver) StreamOpened(string)       {}
+func (nopObserver) StreamClosed(string, bool) {}
+func (nopObserver) EventsSent(string, int)    {}
+
+// Run tails the log from its current end and hands every message to the
+// subscribed clients, until ctx ends; an interrupted tail is resumed after
+// the last message handed out, so clients miss nothing. When Run returns,
+// every stream has been told to end (as by Close). It returns nil.
+func (s *Streams) Run(ctx context.Context) error {
+	defer s.Close()
+	for {
+		after, err := s.log.LastSeq(ctx)
+		if err == nil {
+			s.mu.Lock()
+			s.pos = after
+			s.mu.Unlock()
+			close(s.started)
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.logger.Warn("event streams: cannot read the log's end; retrying", "err", err)
+		if !sleepCtx(ctx, time.Second) {
+			return nil
+		}
+	}
+	for {
+		s.mu.Lock()
+		after := s.pos
+		s.mu.Unlock()
+		err := s.log.Tail(ctx, after, s.dispatch)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.logger.Warn("event streams: tail of the log interrupted; resuming", "after", after, "err", err)
+		if !sleepCtx(ctx, time.Second) {
+			return nil
+		}
+	}
+}
+
+// Close ends every open stream and refuses new ones with 503. Call it when
+// the HTTP server shuts down (http.Server.RegisterOnShutdown), so that
+// streams do not hold the shutdown up. Safe to call more than once.
+func (s *Streams) Close() { s.cancel() }
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// subscriber is one client's subscription to the shared tail.
+type subscriber struct {
+	job     uint64        // 0: every job
+	ch      chan *message // the client's bounded buffer
+	dropped chan struct{} // closed when a message found ch full
+}
+
+// message is one message of the log as clients receive it. Its SSE frames
+// are encoded once, by the first client that writes it, and shared.
+type message struct {
+	rec    events.Record
+	err    error  // decoding the body failed
+	job    uint64 // the job it belongs to
+	once   sync.Once
+	frames [][]byte
+}
+
+func newMessage(rec events.Record, err error) *message {
+	m := &message{rec: rec, err: err}
+	if rec.Subject == events.SubjectSubmitted {
+		m.job = rec.Seq
+	} else if id, _, ok := events.ParseJobSubject(rec.Subject); ok {
+		m.job = id
+	}
+	return m
+}
+
+// dispatch hands a message of the tail to every client that wants it. A
+// client whose buffer is full is dropped: it never slows the tail or
+// anyone else.
+func (s *Streams) dispatch(rec events.Record, err error) error {
+	m := newMessage(rec, err)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pos = rec.Seq
+	for c := range s.all {
+		s.offer(c, m)
+	}
+	if m.job != 0 {
+		for c := range s.byJob[m.job] {
+			s.offer(c, m)
+		}
+	}
+	return nil
+}
+
+// offer sends m to c without waiting; s.mu is held.
+func (s *Streams) offer(c *subscriber, m *message) {
+	select {
+	case c.ch <- m:
+	default:
+		s.removeLocked(c)
+		close(c.dropped)
+	}
+}
+
+// subscribe adds a client for job (0: every job) once the tail has
+// started, and returns the sequence of the last message the tail handed
+// out: the client receives every message after it.
+func (s *Streams) subscribe(ctx context.Context, job uint64) (*subscriber, uint64, error) {
+	select {
+	case <-s.started:
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	}
+	c := &subscriber{job: job, ch: make(chan *message, s.buffer), dropped: make(chan struct{})}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if job == 0 {
+		s.all[c] = struct{}{}
+	} else {
+		set := s.byJob[job]
+		if set == nil {
+			set = map[*subscriber]struct{}{}
+			s.byJob[job] = set
+		}
+		set[c] = struct{}{}
+	}
+	return c, s.pos, nil
+}
+
+// unsubscribe removes c (if the tail has not dropped it already).
+func (s *Streams) unsubscribe(c *subscriber) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.removeLocked(c)
+}
+
+func (s *Streams) removeLocked(c *subscriber) {
+	if c.job == 0 {
+		delete(s.all, c)
+		return
+	}
+	if set := s.byJob[c.job]; set != nil {
+		delete(set, c)
+		if len(set) == 0 {
+			delete(s.byJob, c.job)
+		}
+	}
+}
+
+// subscribers returns the number of clients subscribed to the tail.
+func (s *Streams) subscribers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.all)
+	for _, set := range s.byJob {
+		n += len(set)
+	}
+	return n
+}
