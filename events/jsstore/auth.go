@@ -3,6 +3,7 @@ package jsstore
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"sync"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -117,4 +118,47 @@ func NewPassword() string {
 	b := make([]byte, 24)
 	_, _ = rand.Read(b) // never fails (crypto/rand)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// UserTraffic reads one user's connections on a server and the messages
+// the server sent them, for metrics. Sent never decreases: messages sent
+// to connections that have closed since the last Read are still counted
+// (from the server's list of recently closed connections). Safe for
+// concurrent use.
+type UserTraffic struct {
+	s    *server.Server
+	user string
+
+	mu    sync.Mutex
+	seen  map[uint64]int64 // messages sent per connection at the last Read
+	total uint64
+}
+
+// NewUserTraffic returns a UserTraffic for user on s.
+func NewUserTraffic(s *server.Server, user string) *UserTraffic {
+	return &UserTraffic{s: s, user: user, seen: map[uint64]int64{}}
+}
+
+// Read returns the user's open connections and the messages sent to its
+// connections so far (since NewUserTraffic, as far as the server's lists
+// reach back).
+func (u *UserTraffic) Read() (open int, sent uint64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	cz, err := u.s.Connz(&server.ConnzOptions{State: server.ConnAll, Username: true, User: u.user, Limit: 1 << 20})
+	if err != nil {
+		return 0, u.total
+	}
+	now := make(map[uint64]int64, len(cz.Conns))
+	for _, c := range cz.Conns {
+		if c.Stop == nil {
+			open++
+		}
+		if d := c.OutMsgs - u.seen[c.Cid]; d > 0 {
+			u.total += uint64(d)
+		}
+		now[c.Cid] = max(c.OutMsgs, u.seen[c.Cid])
+	}
+	u.seen = now
+	return open, u.total
 }

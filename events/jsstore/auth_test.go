@@ -299,3 +299,43 @@ func TestAuth_SubscriberIsRefusedWrites(t *testing.T) {
 		}
 	})
 }
+
+func TestUserTraffic_CountsConnectionsAndMessagesSentAcrossCloses(t *testing.T) {
+	s, eventLog, auth := authServer(t)
+	traffic := jsstore.NewUserTraffic(s, jsstore.SubscriberUser)
+	if open, sent := traffic.Read(); open != 0 || sent != 0 {
+		t.Fatalf("before any subscriber: %d open, %d sent", open, sent)
+	}
+	nc, _ := connectSubscriber(t, s, auth.SubscriberPassword)
+	sub, err := nc.SubscribeSync("rp.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	for i := range 3 {
+		if _, _, err := eventLog.Submit(context.Background(), sampleJob(fmt.Sprint(i)), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		if _, err := sub.NextMsg(5 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open, sent := traffic.Read()
+	if open != 1 || sent < 3 {
+		t.Fatalf("one subscriber that received 3 messages: %d open, %d sent", open, sent)
+	}
+	nc.Close()
+	jstest.CheckFor(t, 5*time.Second, func() error {
+		o, sAfter := traffic.Read()
+		if o != 0 || sAfter < sent {
+			return fmt.Errorf("after the subscriber left: %d open, %d sent (was %d)", o, sAfter, sent)
+		}
+		return nil
+	})
+	// The service's own connections are not the subscriber's.
+	if o, _ := jsstore.NewUserTraffic(s, jsstore.ServiceUser).Read(); o != 1 {
+		t.Fatalf("service connections: %d, want 1", o)
+	}
+}
