@@ -33,6 +33,7 @@ import (
 type Main struct {
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
+	Stdin          io.Reader // submit's job from "-"; nil: none
 
 	logger atomic.Pointer[slog.Logger] // the running command's logger, once it has one
 }
@@ -71,6 +72,10 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		return m.requeue(ctx, args)
 	case "bench":
 		return m.bench(ctx, args)
+	case "submit":
+		return m.submit(ctx, args)
+	case "watch":
+		return m.watch(ctx, args)
 	case "help":
 		return m.help(ctx, args)
 	}
