@@ -334,13 +334,12 @@ func (h *handler) jobEvents(w http.ResponseWriter, r *http.Request) {
 	overflowed := false
 	defer func() { s.obs.StreamClosed(DoorJob, overflowed) }()
 
-	// History: up to the job's completion if it has one, else up to the
-	// log's end; then the live tail, after reading what the tail had
-	// already handed out when this client joined it.
+	// History: up to the job's completion if it has one, else up to where
+	// the tail is; then the live tail, after reading what the tail had
+	// handed out by the time this client joined it.
 	end := completed
 	if end == 0 {
-		if end, err = s.log.LastSeq(ctx); err != nil {
-			h.streamError(r, err)
+		if end, err = s.position(ctx); err != nil {
 			return
 		}
 	}
@@ -379,6 +378,18 @@ func (h *handler) history(ctx context.Context, r *http.Request, st *stream, read
 		return false
 	}
 	return true
+}
+
+// readAll reads every message in [from, to] once one of the
+// MaxHistoryReads is free.
+func (s *Streams) readAll(ctx context.Context, from, to uint64, fn func(events.Record, error) error) error {
+	select {
+	case s.historyReads <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.historyReads }()
+	return s.log.ReadAll(ctx, from, to, fn)
 }
 
 func (h *handler) streamError(r *http.Request, err error) {
@@ -447,7 +458,7 @@ func (h *handler) allEvents(w http.ResponseWriter, r *http.Request) {
 	// History up to the log's end, then the live tail, after reading what
 	// the tail had already handed out when this client joined it.
 	if st.pos.next() <= end && !h.history(ctx, r, st, func(fn func(events.Record, error) error) error {
-		return s.log.ReadAll(ctx, st.pos.next(), end, fn)
+		return s.readAll(ctx, st.pos.next(), end, fn)
 	}) {
 		return
 	}
@@ -457,7 +468,7 @@ func (h *handler) allEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.unsubscribe(sub)
 	if tailed >= st.pos.next() && !h.history(ctx, r, st, func(fn func(events.Record, error) error) error {
-		return s.log.ReadAll(ctx, st.pos.next(), tailed, fn)
+		return s.readAll(ctx, st.pos.next(), tailed, fn)
 	}) {
 		return
 	}

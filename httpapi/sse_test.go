@@ -696,3 +696,39 @@ func TestParsePosition(t *testing.T) {
 		}
 	}
 }
+
+// History reads of every job's events each hold one of the log's consumers:
+// at most MaxHistoryReads run at once, and the others wait their turn.
+func TestStreams_HistoryReadsWaitForAFreeRead(t *testing.T) {
+	env := newSSEEnv(t, StreamsConfig{MaxHistoryReads: 1, WriteTimeout: time.Minute}, Config{}, func(s *http.Server) {
+		s.ConnState = func(c net.Conn, state http.ConnState) {
+			if tc, ok := c.(*net.TCPConn); ok && state == http.StateNew {
+				_ = tc.SetWriteBuffer(4096)
+			}
+		}
+	})
+	id := env.submit(200)
+	for range 20 {
+		env.write(id, events.KindImages, images(0, 200)...)
+	}
+	last, _ := env.log.LastSeq(context.Background())
+	// A client that reads nothing holds the only history read.
+	slow := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}).DialContext}}
+	slowResp, err := slow.Get(env.srv.URL + "/api/events?since=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slowResp.Body.Close()
+	waiting, _ := env.open(nil, "/api/events?since=1")
+	select {
+	case ev := <-waiting.events:
+		t.Fatalf("a second history read ran while the only one was taken: %+v", ev)
+	case <-time.After(300 * time.Millisecond):
+	}
+	slowResp.Body.Close()
+	slow.CloseIdleConnections()
+	want := env.logEvents(0, 1, last)
+	sameEvents(t, waiting.collect(t, len(want)), want)
+}

@@ -48,10 +48,11 @@ type StreamObserver interface {
 
 // Defaults of StreamsConfig.
 const (
-	DefaultMaxStreams   = 1000
-	DefaultStreamBuffer = 256
-	DefaultKeepAlive    = 15 * time.Second
-	DefaultStreamWrite  = 10 * time.Second
+	DefaultMaxStreams      = 1000
+	DefaultStreamBuffer    = 256
+	DefaultKeepAlive       = 15 * time.Second
+	DefaultStreamWrite     = 10 * time.Second
+	DefaultMaxHistoryReads = 32
 )
 
 // StreamsConfig configures NewStreams. Only Log is required; a zero field
@@ -76,6 +77,12 @@ type StreamsConfig struct {
 	WriteTimeout time.Duration
 	// Observer, if set, is told about streams.
 	Observer StreamObserver
+	// MaxHistoryReads bounds the reads of every job's history (GET
+	// /api/events with since or Last-Event-ID) running at once: each holds
+	// one of the stream's consumers, of which NATS allows 1,000 per stream
+	// by default. Further streams wait for a free read. Default
+	// DefaultMaxHistoryReads.
+	MaxHistoryReads int
 	// Logger receives read errors and undecodable messages. Default:
 	// discard.
 	Logger *slog.Logger
@@ -95,6 +102,7 @@ type Streams struct {
 	keepAlive    time.Duration
 	writeTimeout time.Duration
 	slots        semaphore
+	historyReads chan struct{}
 
 	ctx    context.Context // cancelled by Close: every stream ends
 	cancel context.CancelFunc
@@ -111,7 +119,7 @@ func NewStreams(cfg StreamsConfig) (*Streams, error) {
 	if cfg.Log == nil {
 		return nil, errors.New("httpapi: StreamsConfig.Log is required")
 	}
-	if cfg.MaxStreams < 0 || cfg.Buffer < 0 || cfg.KeepAlive < 0 || cfg.WriteTimeout < 0 {
+	if cfg.MaxStreams < 0 || cfg.Buffer < 0 || cfg.KeepAlive < 0 || cfg.WriteTimeout < 0 || cfg.MaxHistoryReads < 0 {
 		return nil, errors.New("httpapi: stream limits must not be negative")
 	}
 	s := &Streams{
@@ -125,6 +133,10 @@ func NewStreams(cfg StreamsConfig) (*Streams, error) {
 		cfg.MaxStreams = DefaultMaxStreams
 	}
 	s.slots = newSemaphore(cfg.MaxStreams)
+	if cfg.MaxHistoryReads == 0 {
+		cfg.MaxHistoryReads = DefaultMaxHistoryReads
+	}
+	s.historyReads = make(chan struct{}, cfg.MaxHistoryReads)
 	if s.buffer == 0 {
 		s.buffer = DefaultStreamBuffer
 	}
@@ -258,6 +270,19 @@ func (s *Streams) offer(c *subscriber, m *message) {
 		s.removeLocked(c)
 		close(c.dropped)
 	}
+}
+
+// position returns the sequence of the last message the tail has handed
+// out, once it has started.
+func (s *Streams) position(ctx context.Context) (uint64, error) {
+	select {
+	case <-s.started:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pos, nil
 }
 
 // subscribe adds a client for job (0: every job) once the tail has

@@ -3,7 +3,6 @@ package jsstore
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -16,13 +15,6 @@ import (
 // error of decoding its body (nil when it decoded), on the caller's
 // goroutine, in stream order; fn returning an error stops the read with
 // that error. Cancelling ctx stops a read with ctx.Err().
-
-// Pulls of the subscriber readers, as consume's: short, with frequent
-// heartbeats, so a dead server's consumer is recreated within seconds.
-const (
-	pullExpiry    = 5 * time.Second
-	pullHeartbeat = time.Second
-)
 
 // LastSeq returns the stream's last sequence as its leader knows it.
 func (s *EventLog) LastSeq(ctx context.Context) (uint64, error) {
@@ -50,10 +42,10 @@ func (s *EventLog) JobCompleted(ctx context.Context, id uint64) (uint64, error) 
 // ReadJob delivers the job's messages with sequences in [from, to]: its
 // submission (at sequence id) and the messages on rp.job.<id>.>. It
 // returns events.ErrJobNotFound when from <= id and sequence id holds no
-// submission. The submission comes from the stream leader; the rest from
-// an ordered consumer filtered on the job's subjects, read up to the job's
-// last message as the leader knows it when ReadJob starts (or to, if that
-// comes first), so the read ends even when nothing more is appended.
+// submission. Every message is read from the stream leader, one request
+// each (the first of the job's messages at or after a sequence): no
+// consumer is created, so any number of readers may run at once without
+// using up the stream's consumers.
 func (s *EventLog) ReadJob(ctx context.Context, id, from, to uint64, fn func(events.Record, error) error) error {
 	from = max(from, 1)
 	if from <= id {
@@ -67,39 +59,32 @@ func (s *EventLog) ReadJob(ctx context.Context, id, from, to uint64, fn func(eve
 		if m == nil || m.Subject != events.SubjectSubmitted {
 			return events.ErrJobNotFound
 		}
-		b, derr := events.Decode(m.Data, m.Header.Get(events.HeaderEncoding))
-		rec := events.Record{Seq: m.Sequence, Subject: m.Subject, MsgID: m.Header.Get(jetstream.MsgIDHeader), Events: b.Events}
-		if err := fn(rec, derr); err != nil {
+		if err := fn(rawRecord(m)); err != nil {
 			return err
 		}
 		from = id + 1
 	}
-	if from > to {
-		return nil
-	}
 	filter := events.JobFilter(id)
-	last, err := s.getMsg(ctx, 0, filter)
-	if err != nil {
-		return fmt.Errorf("read job %d: %w", id, err)
-	}
-	if last == nil || last.Sequence < from {
-		return nil
-	}
-	end := min(last.Sequence, to)
-	err = s.consumeFiltered(ctx, from, []string{filter}, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
-		seq := md.Sequence.Stream
-		if seq > end {
-			return true, nil
+	for seq := from; seq <= to; {
+		m, err := s.getMsg(ctx, seq, filter)
+		if err != nil {
+			return fmt.Errorf("read job %d: %w", id, err)
 		}
-		if err := fn(recordOf(m, md)); err != nil {
-			return true, err
+		if m == nil || m.Sequence > to {
+			return nil
 		}
-		return seq >= end, nil
-	})
-	if err != nil {
-		return fmt.Errorf("read job %d: %w", id, err)
+		if err := fn(rawRecord(m)); err != nil {
+			return err
+		}
+		seq = m.Sequence + 1
 	}
 	return nil
+}
+
+// rawRecord decodes a message read from the stream leader.
+func rawRecord(m *jetstream.RawStreamMsg) (events.Record, error) {
+	b, err := events.Decode(m.Data, m.Header.Get(events.HeaderEncoding))
+	return events.Record{Seq: m.Sequence, Subject: m.Subject, MsgID: m.Header.Get(jetstream.MsgIDHeader), Events: b.Events}, err
 }
 
 // ReadAll delivers every message with a sequence in [from, to] (to = 0:
@@ -132,41 +117,4 @@ func (s *EventLog) Tail(ctx context.Context, after uint64, fn func(events.Record
 func recordOf(m jetstream.Msg, md *jetstream.MsgMetadata) (events.Record, error) {
 	b, err := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding))
 	return events.Record{Seq: md.Sequence.Stream, Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader), Events: b.Events}, err
-}
-
-// consumeFiltered is consume (read.go) restricted to filter subjects: an
-// ordered consumer from sequence from, short pulls with 1 s heartbeats.
-func (s *EventLog) consumeFiltered(ctx context.Context, from uint64, filters []string, fn func(jetstream.Msg, *jetstream.MsgMetadata) (done bool, err error)) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if from > 1 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = from
-	}
-	cons, err := s.js.OrderedConsumer(ctx, s.cfg.Stream, cfg)
-	if err != nil {
-		return err
-	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(500), jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat))
-	if err != nil {
-		return err
-	}
-	defer iter.Stop()
-	stop := context.AfterFunc(ctx, iter.Stop)
-	defer stop()
-	for {
-		m, err := iter.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return err
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return err
-		}
-		if done, err := fn(m, md); done || err != nil {
-			return err
-		}
-	}
 }

@@ -184,3 +184,30 @@ func TestEventLog_ReadAll(t *testing.T) {
 		t.Fatalf("sequences %v, want %v", got, want)
 	}
 }
+
+// Any number of job streams may read at once: ReadJob holds none of the
+// stream's consumers, whose number NATS bounds.
+func TestEventLog_ReadJobCreatesNoConsumer(t *testing.T) {
+	s := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{})
+	ctx := context.Background()
+	a, _, _ := twoJobs(t, s)
+	consumers := func() int {
+		st, err := s.JetStream().Stream(ctx, jsstore.DefaultStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().State.Consumers
+	}
+	before := consumers()
+	n := 0
+	err := s.ReadJob(ctx, a, 0, 1000, func(events.Record, error) error {
+		n++
+		if c := consumers(); c != before {
+			t.Fatalf("%d consumers during ReadJob, %d before", c, before)
+		}
+		return nil
+	})
+	if err != nil || n == 0 {
+		t.Fatalf("read %d messages: %v", n, err)
+	}
+}
