@@ -333,32 +333,50 @@ func (h *handler) jobEvents(w http.ResponseWriter, r *http.Request) {
 	s.obs.StreamOpened(DoorJob)
 	overflowed := false
 	defer func() { s.obs.StreamClosed(DoorJob, overflowed) }()
-
-	// History: up to the job's completion if it has one, else up to where
-	// the tail is; then the live tail, after reading what the tail had
-	// handed out by the time this client joined it.
-	end := completed
-	if end == 0 {
-		if end, err = s.position(ctx); err != nil {
-			return
-		}
-	}
-	if !h.history(ctx, r, st, func(fn func(events.Record, error) error) error {
-		return s.log.ReadJob(ctx, id, st.pos.next(), end, fn)
-	}) || completed > 0 {
-		return
-	}
-	sub, tailed, err := s.subscribe(ctx, id)
-	if err != nil {
+	sub, ok := h.catchUp(ctx, r, st, id, func(from, to uint64, fn func(events.Record, error) error) error {
+		return s.log.ReadJob(ctx, id, from, to, fn)
+	})
+	if !ok {
 		return
 	}
 	defer s.unsubscribe(sub)
-	if tailed > end && !h.history(ctx, r, st, func(fn func(events.Record, error) error) error {
-		return s.log.ReadJob(ctx, id, max(st.pos.next(), end+1), tailed, fn)
-	}) {
-		return
-	}
 	overflowed = st.live(ctx, sub)
+}
+
+// catchUp writes the stream's history and subscribes it to the shared
+// tail: the log is read (with read) up to where the tail's recent
+// messages begin, then the recent messages are written, and the live ones
+// follow. It returns false when the stream is already over (a job
+// stream's end was written, the client is gone, a read failed).
+func (h *handler) catchUp(ctx context.Context, r *http.Request, st *stream, job uint64, read func(from, to uint64, fn func(events.Record, error) error) error) (*subscriber, bool) {
+	s := h.streams
+	for {
+		sub, recent, recentFrom, ok, err := s.join(ctx, job, st.pos.next())
+		if err != nil {
+			return nil, false
+		}
+		if ok {
+			for _, m := range recent {
+				if st.write(m) != nil {
+					break
+				}
+			}
+			if st.flush() != nil || st.ended {
+				s.unsubscribe(sub)
+				return nil, false
+			}
+			return sub, true
+		}
+		to := recentFrom - 1
+		if !h.history(ctx, r, st, func(fn func(events.Record, error) error) error {
+			return read(st.pos.next(), to, fn)
+		}) {
+			return nil, false
+		}
+		if st.pos.next() <= to {
+			st.pos = position{to, math.MaxInt} // nothing of the stream's there
+		}
+	}
 }
 
 // history runs one read of the log into st and flushes it. It returns
@@ -440,12 +458,12 @@ func (h *handler) allEvents(w http.ResponseWriter, r *http.Request) {
 	st := &stream{s: s, w: w, rc: http.NewResponseController(w), door: DoorAll, types: types, pos: resume}
 	ctx, done := s.streamContext(r)
 	defer done()
-	end, err := s.log.LastSeq(ctx)
-	if err != nil {
-		h.unavailable(w, r, err, logUnavailable)
-		return
-	}
 	if !history {
+		end, err := s.log.LastSeq(ctx)
+		if err != nil {
+			h.unavailable(w, r, err, logUnavailable)
+			return
+		}
 		st.pos = position{end, math.MaxInt} // from now
 	}
 	if st.open() != nil {
@@ -454,23 +472,12 @@ func (h *handler) allEvents(w http.ResponseWriter, r *http.Request) {
 	s.obs.StreamOpened(DoorAll)
 	overflowed := false
 	defer func() { s.obs.StreamClosed(DoorAll, overflowed) }()
-
-	// History up to the log's end, then the live tail, after reading what
-	// the tail had already handed out when this client joined it.
-	if st.pos.next() <= end && !h.history(ctx, r, st, func(fn func(events.Record, error) error) error {
-		return s.readAll(ctx, st.pos.next(), end, fn)
-	}) {
-		return
-	}
-	sub, tailed, err := s.subscribe(ctx, 0)
-	if err != nil {
+	sub, ok := h.catchUp(ctx, r, st, 0, func(from, to uint64, fn func(events.Record, error) error) error {
+		return s.readAll(ctx, from, to, fn)
+	})
+	if !ok {
 		return
 	}
 	defer s.unsubscribe(sub)
-	if tailed >= st.pos.next() && !h.history(ctx, r, st, func(fn func(events.Record, error) error) error {
-		return s.readAll(ctx, st.pos.next(), tailed, fn)
-	}) {
-		return
-	}
 	overflowed = st.live(ctx, sub)
 }

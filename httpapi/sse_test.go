@@ -341,8 +341,24 @@ func eventIDs(evs []sseEvent) string {
 	return strings.Join(ids, " ")
 }
 
+// historySources run a test with the history in the tail's recent
+// messages, and with (almost) all of it read from the log.
+var historySources = []struct {
+	name   string
+	recent int
+}{
+	{"recent messages", 0},
+	{"from the log", 1},
+}
+
 func TestStreams_JobHistoryThenLiveEqualsTheLog(t *testing.T) {
-	env := newSSEEnv(t, StreamsConfig{}, Config{}, nil)
+	for _, src := range historySources {
+		t.Run(src.name, func(t *testing.T) { testJobHistoryThenLive(t, src.recent) })
+	}
+}
+
+func testJobHistoryThenLive(t *testing.T, recent int) {
+	env := newSSEEnv(t, StreamsConfig{Recent: recent}, Config{}, nil)
 	other := env.submit(3)
 	id := env.submit(30)
 	env.write(id, events.KindStarted, &events.JobStarted{Attempt: 1, Owner: "test"})
@@ -390,20 +406,25 @@ func TestStreams_JobHistoryThenLiveEqualsTheLog(t *testing.T) {
 func TestStreams_ResumeAfterServerDisconnectLosesAndRepeatsNothing(t *testing.T) {
 	tests := []struct {
 		name   string
+		recent int
 		resume func(env *sseEnv, path, lastID string) *sseConn
 	}{
-		{"Last-Event-ID header", func(env *sseEnv, path, lastID string) *sseConn {
+		{"Last-Event-ID header", 0, func(env *sseEnv, path, lastID string) *sseConn {
 			c, _ := env.open(nil, path, "Last-Event-ID", lastID)
 			return c
 		}},
-		{"last_event_id parameter", func(env *sseEnv, path, lastID string) *sseConn {
+		{"last_event_id parameter", 0, func(env *sseEnv, path, lastID string) *sseConn {
 			c, _ := env.open(nil, path+"?last_event_id="+lastID)
+			return c
+		}},
+		{"Last-Event-ID header, history from the log", 1, func(env *sseEnv, path, lastID string) *sseConn {
+			c, _ := env.open(nil, path, "Last-Event-ID", lastID)
 			return c
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := newSSEEnv(t, StreamsConfig{}, Config{}, nil)
+			env := newSSEEnv(t, StreamsConfig{Recent: tt.recent}, Config{}, nil)
 			id := env.submit(40)
 			path := fmt.Sprintf("/api/jobs/%d/events", id)
 			env.write(id, events.KindStarted, &events.JobStarted{Attempt: 1})
@@ -430,7 +451,13 @@ func TestStreams_ResumeAfterServerDisconnectLosesAndRepeatsNothing(t *testing.T)
 }
 
 func TestStreams_FirehoseFromSinceOrNow(t *testing.T) {
-	env := newSSEEnv(t, StreamsConfig{}, Config{}, nil)
+	for _, src := range historySources {
+		t.Run(src.name, func(t *testing.T) { testFirehose(t, src.recent) })
+	}
+}
+
+func testFirehose(t *testing.T, recent int) {
+	env := newSSEEnv(t, StreamsConfig{Recent: recent}, Config{}, nil)
 	a := env.submit(5)
 	env.write(a, events.KindStarted, &events.JobStarted{Attempt: 1})
 	b := env.submit(5)
@@ -700,7 +727,7 @@ func TestParsePosition(t *testing.T) {
 // History reads of every job's events each hold one of the log's consumers:
 // at most MaxHistoryReads run at once, and the others wait their turn.
 func TestStreams_HistoryReadsWaitForAFreeRead(t *testing.T) {
-	env := newSSEEnv(t, StreamsConfig{MaxHistoryReads: 1, WriteTimeout: time.Minute}, Config{}, func(s *http.Server) {
+	env := newSSEEnv(t, StreamsConfig{MaxHistoryReads: 1, Recent: 1, WriteTimeout: time.Minute}, Config{}, func(s *http.Server) {
 		s.ConnState = func(c net.Conn, state http.ConnState) {
 			if tc, ok := c.(*net.TCPConn); ok && state == http.StateNew {
 				_ = tc.SetWriteBuffer(4096)
@@ -731,4 +758,42 @@ func TestStreams_HistoryReadsWaitForAFreeRead(t *testing.T) {
 	slow.CloseIdleConnections()
 	want := env.logEvents(0, 1, last)
 	sameEvents(t, waiting.collect(t, len(want)), want)
+}
+
+func TestStreams_RecentMessagesAreBounded(t *testing.T) {
+	sub := func(n int) events.Record { // a submission of n images
+		urls := make([]string, n)
+		for i := range urls {
+			urls[i] = strings.Repeat("u", 100)
+		}
+		return events.Record{Subject: events.SubjectSubmitted, Events: []events.Event{&events.JobSubmitted{Visits: []events.Visit{{ImageURLs: urls}}}}}
+	}
+	tests := []struct {
+		name        string
+		recent      int
+		recentBytes int64
+		records     []events.Record
+		wantFrom    uint64 // sequence of the oldest kept
+		wantKept    int
+	}{
+		{"by count", 3, 1 << 20, []events.Record{sub(1), sub(1), sub(1), sub(1), sub(1)}, 3, 3},
+		{"by size", 100, 30_000, []events.Record{sub(100), sub(100), sub(100), sub(100)}, 3, 2},
+		{"the newest is kept whatever its size", 100, 1000, []events.Record{sub(1), sub(1000)}, 2, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := NewStreams(StreamsConfig{Log: &jsstore.EventLog{}, Recent: tt.recent, RecentBytes: tt.recentBytes})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.recentFrom = 1
+			for i, r := range tt.records {
+				r.Seq = uint64(i + 1)
+				_ = s.dispatch(r, nil)
+			}
+			if s.recentFrom != tt.wantFrom || len(s.recent) != tt.wantKept || s.recent[0].rec.Seq != tt.wantFrom {
+				t.Fatalf("kept %d from %d, want %d from %d", len(s.recent), s.recentFrom, tt.wantKept, tt.wantFrom)
+			}
+		})
+	}
 }

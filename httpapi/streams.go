@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sort"
 	"sync"
 	"time"
 
@@ -53,6 +54,8 @@ const (
 	DefaultKeepAlive       = 15 * time.Second
 	DefaultStreamWrite     = 10 * time.Second
 	DefaultMaxHistoryReads = 32
+	DefaultRecent          = 8192
+	DefaultRecentBytes     = 32 << 20
 )
 
 // StreamsConfig configures NewStreams. Only Log is required; a zero field
@@ -77,6 +80,13 @@ type StreamsConfig struct {
 	WriteTimeout time.Duration
 	// Observer, if set, is told about streams.
 	Observer StreamObserver
+	// Recent and RecentBytes bound the most recent messages the shared tail
+	// keeps, decoded and shared by every client: a stream whose history
+	// starts among them reads it from memory, not from the log. Defaults
+	// DefaultRecent and DefaultRecentBytes (an estimate of the events'
+	// size).
+	Recent      int
+	RecentBytes int64
 	// MaxHistoryReads bounds the reads of every job's history (GET
 	// /api/events with since or Last-Event-ID) running at once: each holds
 	// one of the stream's consumers, of which NATS allows 1,000 per stream
@@ -103,6 +113,8 @@ type Streams struct {
 	writeTimeout time.Duration
 	slots        semaphore
 	historyReads chan struct{}
+	recentMax    int
+	recentBytes  int64
 
 	ctx    context.Context // cancelled by Close: every stream ends
 	cancel context.CancelFunc
@@ -112,6 +124,11 @@ type Streams struct {
 	pos     uint64 // sequence of the last message handed out
 	all     map[*subscriber]struct{}
 	byJob   map[uint64]map[*subscriber]struct{}
+	// The most recent messages handed out, oldest first: every message with
+	// a sequence from recentFrom to pos. recentSize estimates their bytes.
+	recent     []*message
+	recentFrom uint64
+	recentSize int64
 }
 
 // NewStreams validates cfg and returns the event-stream service.
@@ -119,7 +136,8 @@ func NewStreams(cfg StreamsConfig) (*Streams, error) {
 	if cfg.Log == nil {
 		return nil, errors.New("httpapi: StreamsConfig.Log is required")
 	}
-	if cfg.MaxStreams < 0 || cfg.Buffer < 0 || cfg.KeepAlive < 0 || cfg.WriteTimeout < 0 || cfg.MaxHistoryReads < 0 {
+	if cfg.MaxStreams < 0 || cfg.Buffer < 0 || cfg.KeepAlive < 0 || cfg.WriteTimeout < 0 || cfg.MaxHistoryReads < 0 ||
+		cfg.Recent < 0 || cfg.RecentBytes < 0 {
 		return nil, errors.New("httpapi: stream limits must not be negative")
 	}
 	s := &Streams{
@@ -137,6 +155,13 @@ func NewStreams(cfg StreamsConfig) (*Streams, error) {
 		cfg.MaxHistoryReads = DefaultMaxHistoryReads
 	}
 	s.historyReads = make(chan struct{}, cfg.MaxHistoryReads)
+	s.recentMax, s.recentBytes = cfg.Recent, cfg.RecentBytes
+	if s.recentMax == 0 {
+		s.recentMax = DefaultRecent
+	}
+	if s.recentBytes == 0 {
+		s.recentBytes = DefaultRecentBytes
+	}
 	if s.buffer == 0 {
 		s.buffer = DefaultStreamBuffer
 	}
@@ -172,7 +197,7 @@ func (s *Streams) Run(ctx context.Context) error {
 		after, err := s.log.LastSeq(ctx)
 		if err == nil {
 			s.mu.Lock()
-			s.pos = after
+			s.pos, s.recentFrom = after, after+1
 			s.mu.Unlock()
 			close(s.started)
 			break
@@ -229,16 +254,28 @@ type message struct {
 	rec    events.Record
 	err    error  // decoding the body failed
 	job    uint64 // the job it belongs to
+	size   int64  // estimated bytes
 	once   sync.Once
 	frames [][]byte
 }
 
 func newMessage(rec events.Record, err error) *message {
-	m := &message{rec: rec, err: err}
+	m := &message{rec: rec, err: err, size: 64}
 	if rec.Subject == events.SubjectSubmitted {
 		m.job = rec.Seq
 	} else if id, _, ok := events.ParseJobSubject(rec.Subject); ok {
 		m.job = id
+	}
+	for _, ev := range rec.Events {
+		m.size += 160
+		if sub, ok := ev.(*events.JobSubmitted); ok {
+			for _, v := range sub.Visits {
+				m.size += int64(len(v.StoreID) + len(v.VisitTime) + 32)
+				for _, u := range v.ImageURLs {
+					m.size += int64(len(u) + 8)
+				}
+			}
+		}
 	}
 	return m
 }
@@ -251,6 +288,7 @@ func (s *Streams) dispatch(rec events.Record, err error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pos = rec.Seq
+	s.remember(m)
 	for c := range s.all {
 		s.offer(c, m)
 	}
@@ -272,31 +310,48 @@ func (s *Streams) offer(c *subscriber, m *message) {
 	}
 }
 
-// position returns the sequence of the last message the tail has handed
-// out, once it has started.
-func (s *Streams) position(ctx context.Context) (uint64, error) {
-	select {
-	case <-s.started:
-	case <-ctx.Done():
-		return 0, ctx.Err()
+// remember keeps m among the recent messages, forgetting the oldest
+// beyond the bounds; s.mu is held.
+func (s *Streams) remember(m *message) {
+	s.recent = append(s.recent, m)
+	s.recentSize += m.size
+	drop := 0
+	for len(s.recent)-drop > s.recentMax || (s.recentSize > s.recentBytes && len(s.recent)-drop > 1) {
+		s.recentSize -= s.recent[drop].size
+		drop++
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.pos, nil
+	if drop > 0 {
+		s.recentFrom = s.recent[drop].rec.Seq
+		clear(s.recent[:drop])
+		s.recent = s.recent[drop:]
+	}
 }
 
-// subscribe adds a client for job (0: every job) once the tail has
-// started, and returns the sequence of the last message the tail handed
-// out: the client receives every message after it.
-func (s *Streams) subscribe(ctx context.Context, job uint64) (*subscriber, uint64, error) {
+// join subscribes a client for job (0: every job) whose history is
+// complete up to sequence from-1, once the tail has started. When the
+// recent messages reach back to from, it returns the client and the
+// recent messages of job from sequence from on (ok): with the live
+// messages the client then receives, nothing is missing. Otherwise it
+// subscribes nothing and returns the sequence the recent messages start
+// at: the caller reads the log up to it and joins again.
+func (s *Streams) join(ctx context.Context, job, from uint64) (sub *subscriber, recent []*message, recentFrom uint64, ok bool, err error) {
 	select {
 	case <-s.started:
 	case <-ctx.Done():
-		return nil, 0, ctx.Err()
+		return nil, nil, 0, false, ctx.Err()
 	}
-	c := &subscriber{job: job, ch: make(chan *message, s.buffer), dropped: make(chan struct{})}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if from < s.recentFrom {
+		return nil, nil, s.recentFrom, false, nil
+	}
+	i := sort.Search(len(s.recent), func(i int) bool { return s.recent[i].rec.Seq >= from })
+	for _, m := range s.recent[i:] {
+		if job == 0 || m.job == job {
+			recent = append(recent, m)
+		}
+	}
+	c := &subscriber{job: job, ch: make(chan *message, s.buffer), dropped: make(chan struct{})}
 	if job == 0 {
 		s.all[c] = struct{}{}
 	} else {
@@ -307,7 +362,7 @@ func (s *Streams) subscribe(ctx context.Context, job uint64) (*subscriber, uint6
 		}
 		set[c] = struct{}{}
 	}
-	return c, s.pos, nil
+	return c, recent, 0, true, nil
 }
 
 // unsubscribe removes c (if the tail has not dropped it already).
