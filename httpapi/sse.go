@@ -135,7 +135,17 @@ type stream struct {
 	ended  bool                 // job_completed written
 	sent   int                  // events written, not yet reported
 	failed error                // a write failed: the client is gone
+	buf    []byte               // frames not yet handed to the connection
 }
+
+// maxUnsent is how many bytes of frames a stream gathers before writing
+// them: one write (one system call) carries many frames. A larger frame
+// is written as it is, and a stream keeps no buffer larger than
+// keepUnsent between writes (a thousand idle streams hold little).
+const (
+	maxUnsent  = 32 << 10
+	keepUnsent = 8 << 10
+)
 
 var errStreamEnded = errors.New("stream ended")
 
@@ -174,27 +184,53 @@ func (st *stream) write(m *message) error {
 	return nil
 }
 
-// put writes b within the write timeout.
+// put adds b to what the stream sends next, writing once maxUnsent bytes
+// are gathered.
 func (st *stream) put(b []byte) error {
 	if st.failed != nil {
 		return st.failed
 	}
-	_ = st.rc.SetWriteDeadline(time.Now().Add(st.s.writeTimeout))
-	if _, err := st.w.Write(b); err != nil {
-		st.failed = err
-		return err
+	if len(st.buf) == 0 && len(b) >= maxUnsent {
+		return st.send(b)
+	}
+	st.buf = append(st.buf, b...)
+	if len(st.buf) >= maxUnsent {
+		return st.send(nil)
 	}
 	return nil
 }
 
-// flush sends what was written and reports the events sent.
+// send writes the gathered frames, then b, within the write timeout.
+func (st *stream) send(b []byte) error {
+	if st.failed != nil {
+		return st.failed
+	}
+	_ = st.rc.SetWriteDeadline(time.Now().Add(st.s.writeTimeout))
+	for _, p := range [][]byte{st.buf, b} {
+		if len(p) == 0 {
+			continue
+		}
+		if _, err := st.w.Write(p); err != nil {
+			st.failed = err
+			return err
+		}
+	}
+	if cap(st.buf) > keepUnsent {
+		st.buf = nil // do not keep a large buffer for an idle stream
+	} else {
+		st.buf = st.buf[:0]
+	}
+	return nil
+}
+
+// flush sends what was gathered and reports the events sent.
 func (st *stream) flush() error {
 	if st.sent > 0 {
 		st.s.obs.EventsSent(st.door, st.sent)
 		st.sent = 0
 	}
-	if st.failed != nil {
-		return st.failed
+	if err := st.send(nil); err != nil {
+		return err
 	}
 	_ = st.rc.SetWriteDeadline(time.Now().Add(st.s.writeTimeout))
 	if err := st.rc.Flush(); err != nil {
@@ -234,6 +270,15 @@ func (st *stream) live(ctx context.Context, sub *subscriber) (overflowed bool) {
 		select {
 		case m := <-sub.ch:
 			err := st.write(m)
+			if err == nil && st.s.linger > 0 {
+				linger := time.NewTimer(st.s.linger)
+				select {
+				case <-linger.C:
+				case <-sub.dropped:
+				case <-ctx.Done():
+				}
+				linger.Stop()
+			}
 			for err == nil && len(sub.ch) > 0 {
 				err = st.write(<-sub.ch)
 			}

@@ -54,6 +54,7 @@ const (
 	DefaultKeepAlive       = 15 * time.Second
 	DefaultStreamWrite     = 10 * time.Second
 	DefaultMaxHistoryReads = 32
+	DefaultLinger          = 50 * time.Millisecond
 	DefaultRecent          = 8192
 	DefaultRecentBytes     = 32 << 20
 )
@@ -80,6 +81,11 @@ type StreamsConfig struct {
 	WriteTimeout time.Duration
 	// Observer, if set, is told about streams.
 	Observer StreamObserver
+	// Linger is how long a stream waits, after a live message, for more
+	// before writing them together: fewer writes and wake-ups for many
+	// streams, at the cost of that much latency. Default DefaultLinger;
+	// negative: none.
+	Linger time.Duration
 	// Recent and RecentBytes bound the most recent messages the shared tail
 	// keeps, decoded and shared by every client: a stream whose history
 	// starts among them reads it from memory, not from the log. Defaults
@@ -111,6 +117,7 @@ type Streams struct {
 	buffer       int
 	keepAlive    time.Duration
 	writeTimeout time.Duration
+	linger       time.Duration
 	slots        semaphore
 	historyReads chan struct{}
 	recentMax    int
@@ -170,6 +177,12 @@ func NewStreams(cfg StreamsConfig) (*Streams, error) {
 	}
 	if s.writeTimeout == 0 {
 		s.writeTimeout = DefaultStreamWrite
+	}
+	switch s.linger = cfg.Linger; {
+	case s.linger == 0:
+		s.linger = DefaultLinger
+	case s.linger < 0:
+		s.linger = 0
 	}
 	if s.obs == nil {
 		s.obs = nopObserver{}

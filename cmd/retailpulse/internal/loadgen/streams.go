@@ -32,6 +32,7 @@ func newStreams(base string) *streams {
 		Proxy:              nil,
 		DialContext:        (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		DisableCompression: true,
+		ReadBufferSize:     32 << 10,
 	}
 	return &streams{base: strings.TrimRight(base, "/"), http: &http.Client{Transport: tr}}
 }
@@ -80,7 +81,7 @@ func (s *streams) read(ctx context.Context, id uint64) {
 	for p := s.peak.Load(); now > p && !s.peak.CompareAndSwap(p, now); p = s.peak.Load() {
 	}
 	defer s.open.Add(-1)
-	r := bufio.NewReaderSize(resp.Body, 64<<10)
+	r := bufio.NewReaderSize(resp.Body, 4<<10) // small: a thousand streams are read at once
 	for {
 		line, err := r.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
