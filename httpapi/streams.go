@@ -104,12 +104,14 @@ type StreamsConfig struct {
 	Logger *slog.Logger
 }
 
-// Streams serves the event-stream routes: each client's history is read
-// from the log by its own handler; the live events of every client come
-// from one shared tail of the log (Run), which hands each message to the
-// clients that want it without ever waiting for one. Create it with
-// NewStreams, pass it in Config.Streams, and run Run for as long as the
-// handler serves. Safe for concurrent use.
+// Streams serves the event-stream routes. One shared tail of the log (Run)
+// hands each message to the clients that want it, without ever waiting
+// for one, and keeps the most recent messages, decoded and encoded once
+// for every client. Each client's handler goroutine writes its stream:
+// history older than the recent messages read from the log, then the
+// recent ones, then the live ones from its bounded buffer. Create it with
+// NewStreams, pass it in Config.Streams, and run Run (once) for as long as
+// the handler serves. Safe for concurrent use.
 type Streams struct {
 	log          EventLog
 	obs          StreamObserver
