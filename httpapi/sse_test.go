@@ -797,3 +797,56 @@ func TestStreams_RecentMessagesAreBounded(t *testing.T) {
 		})
 	}
 }
+
+// stallingLog is the real log whose first tail never delivers anything, as
+// a reader whose server died without the client library noticing.
+type stallingLog struct {
+	*jsstore.EventLog
+	mu    sync.Mutex
+	tails int
+}
+
+func (l *stallingLog) Tail(ctx context.Context, after uint64, fn func(events.Record, error) error) error {
+	l.mu.Lock()
+	l.tails++
+	first := l.tails == 1
+	l.mu.Unlock()
+	if first {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return l.EventLog.Tail(ctx, after, fn)
+}
+
+func TestStreams_StalledTailIsRestartedWhereItStopped(t *testing.T) {
+	eventLog := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{})
+	stalling := &stallingLog{EventLog: eventLog}
+	streams, err := NewStreams(StreamsConfig{Log: stalling, StallTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = streams.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	<-streams.started // the tail starts at the log's end: empty
+	var got []uint64
+	for range 3 {
+		id, _, err := eventLog.Submit(ctx, &events.JobSubmitted{Count: 1, Visits: []events.Visit{{StoreID: "S1", ImageURLs: []string{"u"}}}}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, id)
+	}
+	jstest.CheckFor(t, 10*time.Second, func() error {
+		streams.mu.Lock()
+		defer streams.mu.Unlock()
+		if streams.pos != got[2] {
+			return fmt.Errorf("the tail handed out up to %d, the log holds %d", streams.pos, got[2])
+		}
+		return nil
+	})
+	if len(streams.recent) != 3 || streams.recent[0].rec.Seq != got[0] {
+		t.Fatalf("recent messages %d from %d: a message was skipped or repeated", len(streams.recent), streams.recent[0].rec.Seq)
+	}
+}

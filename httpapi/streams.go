@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
@@ -55,6 +56,7 @@ const (
 	DefaultStreamWrite     = 10 * time.Second
 	DefaultMaxHistoryReads = 32
 	DefaultLinger          = 50 * time.Millisecond
+	DefaultStallTimeout    = 5 * time.Second
 	DefaultRecent          = 8192
 	DefaultRecentBytes     = 32 << 20
 )
@@ -99,6 +101,11 @@ type StreamsConfig struct {
 	// by default. Further streams wait for a free read. Default
 	// DefaultMaxHistoryReads.
 	MaxHistoryReads int
+	// StallTimeout: a tail that hands out nothing for this long while the
+	// log holds messages beyond it is restarted where it stopped (a reader
+	// whose server died, which the client library does not always notice).
+	// Default DefaultStallTimeout; negative: never.
+	StallTimeout time.Duration
 	// Logger receives read errors and undecodable messages. Default:
 	// discard.
 	Logger *slog.Logger
@@ -120,6 +127,7 @@ type Streams struct {
 	keepAlive    time.Duration
 	writeTimeout time.Duration
 	linger       time.Duration
+	stall        time.Duration
 	slots        semaphore
 	historyReads chan struct{}
 	recentMax    int
@@ -180,6 +188,12 @@ func NewStreams(cfg StreamsConfig) (*Streams, error) {
 	if s.writeTimeout == 0 {
 		s.writeTimeout = DefaultStreamWrite
 	}
+	switch s.stall = cfg.StallTimeout; {
+	case s.stall == 0:
+		s.stall = DefaultStallTimeout
+	case s.stall < 0:
+		s.stall = 0
+	}
 	switch s.linger = cfg.Linger; {
 	case s.linger == 0:
 		s.linger = DefaultLinger
@@ -229,14 +243,65 @@ func (s *Streams) Run(ctx context.Context) error {
 		s.mu.Lock()
 		after := s.pos
 		s.mu.Unlock()
-		err := s.log.Tail(ctx, after, s.dispatch)
+		tctx, stalled := context.WithCancelCause(ctx)
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			s.watch(tctx, stalled)
+		}()
+		err := s.log.Tail(tctx, after, s.dispatch)
+		stalled(nil)
+		<-watched
 		if ctx.Err() != nil {
 			return nil
+		}
+		if cause := context.Cause(tctx); errors.Is(cause, errTailStalled) {
+			err = cause
 		}
 		s.logger.Warn("event streams: tail of the log interrupted; resuming", "after", after, "err", err)
 		if !sleepCtx(ctx, time.Second) {
 			return nil
 		}
+	}
+}
+
+var errTailStalled = errors.New("event streams: the tail stalled behind the log")
+
+// watch ends a tail (through stop) that hands out nothing for the stall
+// timeout while the log holds messages beyond it. Returns when ctx ends.
+func (s *Streams) watch(ctx context.Context, stop context.CancelCauseFunc) {
+	if s.stall <= 0 {
+		return
+	}
+	t := time.NewTicker(s.stall / 4)
+	defer t.Stop()
+	pos := func() uint64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.pos
+	}
+	last, since := pos(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if p := pos(); p != last {
+			last, since = p, time.Now()
+			continue
+		}
+		if time.Since(since) < s.stall {
+			continue
+		}
+		lctx, cancel := context.WithTimeout(ctx, s.stall/4)
+		end, err := s.log.LastSeq(lctx)
+		cancel()
+		if err == nil && end > last {
+			stop(fmt.Errorf("%w: handed out %d, the log holds %d", errTailStalled, last, end))
+			return
+		}
+		since = time.Now() // idle, or the log cannot say: look again later
 	}
 }
 
