@@ -38,27 +38,76 @@ import (
 	"github.com/retailpulse/retailpulse/events/jsstore/jstest"
 )
 
-// procBuild builds this command into a temp dir and returns the binary.
-// With RP_TEST_CHILD_RACE=1 the binary is built with the race detector and
-// a race it reports fails the test.
+// procBuild builds this command (once per test binary run) and returns the
+// binary. With RP_TEST_CHILD_RACE=1 the binary is built with the race
+// detector and a race it reports fails the test.
 func procBuild(t testing.TB) string {
+	t.Helper()
+	var args []string
+	if os.Getenv("RP_TEST_CHILD_RACE") != "" {
+		args = append(args, "-race")
+	}
+	return procGoBuild(t, "retailpulse", ".", args...)
+}
+
+// procBuilds holds the binaries procGoBuild built in this test binary run,
+// so tests (and -count=N runs) share them. TestMain removes them.
+var procBuilds = struct {
+	sync.Mutex
+	dir  string
+	bins map[string]*procBuilt
+}{bins: map[string]*procBuilt{}}
+
+type procBuilt struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if procBuilds.dir != "" {
+		os.RemoveAll(procBuilds.dir)
+	}
+	os.Exit(code)
+}
+
+// procGoBuild runs `go build [args] pkg` from this package's directory
+// (so go.mod decides every version) once per test binary run and returns
+// the binary, named name.
+func procGoBuild(t testing.TB, name, pkg string, args ...string) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		t.Skip("go tool not in PATH")
 	}
-	bin := filepath.Join(t.TempDir(), "retailpulse")
-	args := []string{"build", "-o", bin}
-	if os.Getenv("RP_TEST_CHILD_RACE") != "" {
-		args = append(args, "-race")
+	key := strings.Join(append([]string{pkg}, args...), " ")
+	procBuilds.Lock()
+	if procBuilds.dir == "" {
+		if procBuilds.dir, err = os.MkdirTemp("", "retailpulse-test-bin-"); err != nil {
+			procBuilds.Unlock()
+			t.Fatal(err)
+		}
 	}
-	start := time.Now()
-	cmd := exec.Command(goTool, append(args, ".")...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	b, ok := procBuilds.bins[key]
+	if !ok {
+		b = &procBuilt{path: filepath.Join(procBuilds.dir, fmt.Sprintf("%d-%s", len(procBuilds.bins), name))}
+		procBuilds.bins[key] = b
 	}
-	t.Logf("built %s in %s", bin, time.Since(start).Round(time.Millisecond))
-	return bin
+	procBuilds.Unlock()
+	b.once.Do(func() {
+		start := time.Now()
+		cmd := exec.Command(goTool, append(append([]string{"build", "-o", b.path}, args...), pkg)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", key, err, out)
+			return
+		}
+		t.Logf("built %s (%s) in %s", name, key, time.Since(start).Round(time.Millisecond))
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
 }
 
 // procBuffer collects a child's output; safe for concurrent use.
@@ -79,15 +128,163 @@ func (b *procBuffer) String() string {
 	return b.b.String()
 }
 
-// procChild is the service running as a child process.
-type procChild struct {
+// procProc is a child process whose output is collected.
+type procProc struct {
 	name   string
-	url    string
 	cmd    *exec.Cmd
-	out    *procBuffer
-	client *http.Client
+	out    *procBuffer   // stdout and stderr
+	stderr *procBuffer   // stderr only
 	done   chan struct{} // closed once the process has exited and been reaped
 	state  *os.ProcessState
+}
+
+// procSpawn starts bin with args. The process is killed when the test
+// ends; if the test failed its output is logged (only the last tail bytes
+// when tail > 0; not at all when tail < 0), and a data race it reported
+// fails the test.
+func procSpawn(t testing.TB, name string, tail int, bin string, args ...string) *procProc {
+	t.Helper()
+	p := &procProc{name: name, cmd: exec.Command(bin, args...), out: &procBuffer{}, stderr: &procBuffer{}, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, io.MultiWriter(p.out, p.stderr)
+	p.cmd.Env = procEnv()
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		p.state = p.cmd.ProcessState
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.kill()
+		out := p.out.String()
+		if strings.Contains(out, "WARNING: DATA RACE") {
+			t.Errorf("%s: the race detector reported a data race", p.name)
+		}
+		if t.Failed() && tail >= 0 {
+			if tail > 0 && len(out) > tail {
+				out = "...\n" + out[len(out)-tail:]
+			}
+			t.Logf("output of %s (%s %s):\n%s", p.name, filepath.Base(bin), strings.Join(args, " "), out)
+		}
+	})
+	procDiagCleanup(t)
+	return p
+}
+
+// procDiags holds, per test, functions to run if the test fails, while its
+// child processes still run.
+var procDiags = struct {
+	sync.Mutex
+	m map[testing.TB]*procDiag
+}{m: map[testing.TB]*procDiag{}}
+
+type procDiag struct {
+	fns []func()
+	gen int // bumped by every registration; only the latest cleanup runs fns
+}
+
+// procOnFailure registers fn to run if t fails, before any child process
+// of t is killed: cleanups run last-registered first, so every spawn
+// registers a cleanup after its kill and only the latest one runs fn.
+func procOnFailure(t testing.TB, fn func()) {
+	t.Helper()
+	procDiagsFor(t).fns = append(procDiagsFor(t).fns, fn)
+	procDiagCleanup(t)
+}
+
+func procDiagsFor(t testing.TB) *procDiag {
+	procDiags.Lock()
+	defer procDiags.Unlock()
+	d, ok := procDiags.m[t]
+	if !ok {
+		d = &procDiag{}
+		procDiags.m[t] = d
+		t.Cleanup(func() {
+			procDiags.Lock()
+			delete(procDiags.m, t)
+			procDiags.Unlock()
+		})
+	}
+	return d
+}
+
+func procDiagCleanup(t testing.TB) {
+	d := procDiagsFor(t)
+	d.gen++
+	gen := d.gen
+	t.Cleanup(func() {
+		if t.Failed() && d.gen == gen {
+			for _, fn := range d.fns {
+				fn()
+			}
+		}
+	})
+}
+
+func (p *procProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill sends SIGKILL (if the process still runs) and waits until it is
+// reaped. Safe to call more than once.
+func (p *procProc) kill() {
+	if !p.exited() {
+		_ = p.cmd.Process.Kill()
+	}
+	<-p.done
+}
+
+func (p *procProc) signal(t testing.TB, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %s to %s: %v", sig, p.name, err)
+	}
+}
+
+// waitExit waits up to total for the process to exit and returns its state
+// and how long the wait took; it fails the test on timeout.
+func (p *procProc) waitExit(t testing.TB, total time.Duration) (*os.ProcessState, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	select {
+	case <-p.done:
+		return p.state, time.Since(start)
+	case <-time.After(total):
+		t.Fatalf("%s still running after %s", p.name, total)
+		return nil, 0
+	}
+}
+
+// procRunTool runs bin with args to completion, bounded by total, and
+// returns its exit code and output.
+func procRunTool(t testing.TB, bin string, total time.Duration, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), total)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdout, cmd.Stderr, cmd.Env = &out, &errOut, procEnv()
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %s: still running after %s\nstdout:\n%s\nstderr:\n%s", filepath.Base(bin), strings.Join(args, " "), total, &out, &errOut)
+	}
+	if _, ok := err.(*exec.ExitError); err != nil && !ok {
+		t.Fatalf("%s %s: %v", filepath.Base(bin), strings.Join(args, " "), err)
+	}
+	return cmd.ProcessState.ExitCode(), out.String(), errOut.String()
+}
+
+// procChild is the service running as a child process.
+type procChild struct {
+	*procProc
+	url    string
+	client *http.Client
 }
 
 // procStart runs `retailpulse serve` on a free loopback port with dataDir,
@@ -97,36 +294,7 @@ type procChild struct {
 func procStart(t testing.TB, bin, name, dataDir string, flags ...string) *procChild {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
-		addr := procFreeAddr(t)
-		args := append([]string{"serve", "--addr", addr, "--data-dir", dataDir,
-			"--allow-private-networks", "--log-level", "warn"}, flags...)
-		c := &procChild{
-			name:   name,
-			url:    "http://" + addr,
-			cmd:    exec.Command(bin, args...),
-			out:    &procBuffer{},
-			client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}},
-			done:   make(chan struct{}),
-		}
-		c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
-		c.cmd.Env = procEnv()
-		if err := c.cmd.Start(); err != nil {
-			t.Fatalf("start %s: %v", name, err)
-		}
-		go func() {
-			_ = c.cmd.Wait()
-			c.state = c.cmd.ProcessState
-			close(c.done)
-		}()
-		t.Cleanup(func() {
-			c.kill()
-			if strings.Contains(c.out.String(), "WARNING: DATA RACE") {
-				t.Errorf("%s: the race detector reported a data race", c.name)
-			}
-			if t.Failed() {
-				t.Logf("output of %s (%s):\n%s", c.name, strings.Join(args, " "), c.out)
-			}
-		})
+		c := procLaunch(t, bin, name, dataDir, flags...)
 		err := c.waitReady(30 * time.Second)
 		if err == nil {
 			return c
@@ -137,6 +305,20 @@ func procStart(t testing.TB, bin, name, dataDir string, flags ...string) *procCh
 			continue
 		}
 		t.Fatalf("%s: %v", name, err)
+	}
+}
+
+// procLaunch starts `retailpulse serve` like procStart but does not wait
+// for readiness.
+func procLaunch(t testing.TB, bin, name, dataDir string, flags ...string) *procChild {
+	t.Helper()
+	addr := procFreeAddr(t)
+	args := append([]string{"serve", "--addr", addr, "--data-dir", dataDir,
+		"--allow-private-networks", "--log-level", "warn"}, flags...)
+	return &procChild{
+		procProc: procSpawn(t, name, 0, bin, args...),
+		url:      "http://" + addr,
+		client:   &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}},
 	}
 }
 
@@ -162,15 +344,6 @@ func procFreeAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
-func (c *procChild) exited() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
 func (c *procChild) waitReady(total time.Duration) error {
 	deadline := time.Now().Add(total)
 	for {
@@ -191,33 +364,17 @@ func (c *procChild) waitReady(total time.Duration) error {
 // kill sends SIGKILL (if the process still runs) and waits until it is
 // reaped. Safe to call more than once.
 func (c *procChild) kill() {
-	if !c.exited() {
-		_ = c.cmd.Process.Kill()
-	}
-	<-c.done
+	c.procProc.kill()
 	c.client.CloseIdleConnections()
-}
-
-func (c *procChild) signal(t testing.TB, sig os.Signal) {
-	t.Helper()
-	if err := c.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("signal %s to %s: %v", sig, c.name, err)
-	}
 }
 
 // waitExit waits up to total for the process to exit and returns its state
 // and how long the wait took; it fails the test on timeout.
 func (c *procChild) waitExit(t testing.TB, total time.Duration) (*os.ProcessState, time.Duration) {
 	t.Helper()
-	start := time.Now()
-	select {
-	case <-c.done:
-		c.client.CloseIdleConnections()
-		return c.state, time.Since(start)
-	case <-time.After(total):
-		t.Fatalf("%s still running %s after the signal", c.name, total)
-		return nil, 0
-	}
+	ps, took := c.procProc.waitExit(t, total)
+	c.client.CloseIdleConnections()
+	return ps, took
 }
 
 // stop sends SIGTERM and requires a clean exit (code 0) within total.
@@ -235,17 +392,23 @@ func (c *procChild) get(path string) (int, []byte, error) {
 }
 
 func (c *procChild) do(method, path, body string) (int, []byte, error) {
+	code, _, b, err := c.doResp(method, path, body)
+	return code, b, err
+}
+
+// doResp is do with the response's headers.
+func (c *procChild) doResp(method, path, body string) (int, http.Header, []byte, error) {
 	req, err := http.NewRequest(method, c.url+path, strings.NewReader(body))
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
+	return resp.StatusCode, resp.Header, b, err
 }
 
 // submit posts job. It returns the id on a 201; code is 0 when no answer
@@ -283,6 +446,22 @@ type procStatus struct {
 	Error  []events.StoreError `json:"error"`
 }
 
+// status returns the status of job id.
+func (c *procChild) status(id uint64) (procStatus, error) {
+	code, body, err := c.get("/api/status?jobid=" + strconv.FormatUint(id, 10))
+	if err != nil {
+		return procStatus{}, err
+	}
+	if code != http.StatusOK {
+		return procStatus{}, fmt.Errorf("status of job %d: %d %s", id, code, body)
+	}
+	var s procStatus
+	if err := json.Unmarshal(body, &s); err != nil {
+		return procStatus{}, fmt.Errorf("status of job %d: %s: %v", id, body, err)
+	}
+	return s, nil
+}
+
 // waitTerminal polls the status of every id until none is ongoing and
 // returns the final statuses.
 func (c *procChild) waitTerminal(t testing.TB, total time.Duration, ids []uint64) map[uint64]procStatus {
@@ -293,16 +472,9 @@ func (c *procChild) waitTerminal(t testing.TB, total time.Duration, ids []uint64
 			if _, ok := got[id]; ok {
 				continue
 			}
-			code, body, err := c.get("/api/status?jobid=" + strconv.FormatUint(id, 10))
+			s, err := c.status(id)
 			if err != nil {
 				return err
-			}
-			if code != http.StatusOK {
-				return fmt.Errorf("status of job %d: %d %s", id, code, body)
-			}
-			var s procStatus
-			if err := json.Unmarshal(body, &s); err != nil {
-				return fmt.Errorf("status of job %d: %s: %v", id, body, err)
 			}
 			if s.Status == string(events.StatusOngoing) {
 				return fmt.Errorf("job %d still ongoing (%d of %d jobs terminal)", id, len(got), len(ids))
@@ -548,9 +720,8 @@ type procLog struct {
 }
 
 // procInspect opens dataDir's embedded store in-process (the service must
-// not be running) and reads every job: each submission and each message on
-// the job's subjects, folded with events.NewJobState. It closes everything
-// before returning.
+// not be running) and reads every job with procReadLog. It closes
+// everything before returning.
 func procInspect(t testing.TB, dataDir string, ackWait time.Duration) *procLog {
 	t.Helper()
 	ns, err := jsstore.StartServer(jsstore.ServerConfig{Name: "retailpulse", StoreDir: filepath.Join(dataDir, "nats"), SyncAlways: true})
@@ -572,17 +743,24 @@ func procInspect(t testing.TB, dataDir string, ackWait time.Duration) *procLog {
 	if err != nil {
 		t.Fatalf("inspect %s: %v", dataDir, err)
 	}
+	return procReadLog(t, ctx, store, dataDir)
+}
 
+// procReadLog reads every job in store's log (embedded or a cluster):
+// each submission and each message on the job's subjects, folded with
+// events.NewJobState. what names the log in failures.
+func procReadLog(t testing.TB, ctx context.Context, store *jsstore.EventLog, what string) *procLog {
+	t.Helper()
 	out := &procLog{Jobs: map[uint64]*procJobLog{}}
 	ids, bad, err := procSubmissions(ctx, store)
 	if err != nil {
-		t.Fatalf("inspect %s: submissions: %v", dataDir, err)
+		t.Fatalf("inspect %s: submissions: %v", what, err)
 	}
 	out.Bad = bad
 	for _, id := range ids {
 		h, err := store.LoadJob(ctx, id)
 		if err != nil {
-			t.Fatalf("inspect %s: %v", dataDir, err)
+			t.Fatalf("inspect %s: %v", what, err)
 		}
 		j := &procJobLog{ID: id, Sub: h.Submitted, State: events.NewJobState(id, h.Submitted),
 			Outcomes: map[events.ImageRef]int{}, Perims: map[events.ImageRef]int{}, Messages: len(h.Records)}
