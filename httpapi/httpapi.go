@@ -7,6 +7,8 @@
 //
 //	POST /api/submit, /api/submit/   201 {"job_id": 123}
 //	GET  /api/status, /api/status/   200 {"status": "...", "job_id": "123"[, "error": [...]]}
+//	GET  /api/jobs/{id}/events       text/event-stream (Config.Streams; see sse.go)
+//	GET  /api/events                 text/event-stream (Config.Streams; see sse.go)
 //	GET  /healthz                    200 {"status": "ok"}
 //	GET  /readyz                     200 {"status": "ready"} or 503 {"status": "not ready"}
 //	GET  /metrics                    Config.MetricsHandler, when set
@@ -112,6 +114,10 @@ type Config struct {
 	// MaxPendingResults bounds /api/results requests in progress (each
 	// reads a whole job from the log); beyond it 503 at once. 0 = unbounded.
 	MaxPendingResults int
+	// Streams, if set, serves the event-stream routes
+	// (GET /api/jobs/{id}/events and GET /api/events: see sse.go); it must
+	// be running (Streams.Run). Jobs.Status tells which jobs exist.
+	Streams *Streams
 }
 
 // handler holds a validated Config.
@@ -129,6 +135,7 @@ type handler struct {
 	now        func() time.Time
 	submits    semaphore // nil = unbounded
 	resultsIn  semaphore // nil = unbounded
+	streams    *Streams  // nil: no event-stream routes
 }
 
 // semaphore bounds work in progress; a nil one admits everything.
@@ -234,6 +241,13 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		h.resultsOf = rs
 		route(r, "/api/results", []string{"/api/results", "/api/results/"},
 			h.requireToken(allowMethods(h.results, http.MethodGet, http.MethodHead)))
+	}
+	if cfg.Streams != nil {
+		h.streams = cfg.Streams
+		route(r, "/api/jobs/{id}/events", []string{"/api/jobs/{id}/events"},
+			h.requireToken(allowMethods(h.jobEvents, http.MethodGet)))
+		route(r, "/api/events", []string{"/api/events", "/api/events/"},
+			h.requireToken(allowMethods(h.allEvents, http.MethodGet)))
 	}
 	if cfg.MetricsHandler != nil {
 		route(r, "/metrics", []string{"/metrics"},

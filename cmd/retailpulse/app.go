@@ -33,6 +33,7 @@ import (
 type Main struct {
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
+	Stdin          io.Reader // submit's job from "-"; nil: none
 
 	logger atomic.Pointer[slog.Logger] // the running command's logger, once it has one
 }
@@ -71,6 +72,10 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		return m.requeue(ctx, args)
 	case "bench":
 		return m.bench(ctx, args)
+	case "submit":
+		return m.submit(ctx, args)
+	case "watch":
+		return m.watch(ctx, args)
 	case "help":
 		return m.help(ctx, args)
 	}
@@ -142,6 +147,7 @@ type App struct {
 	stopping   atomic.Bool
 	admission  *jsstore.Admission
 	writable   atomic.Bool // the event log took writes at the last probe
+	streams    *httpapi.Streams
 
 	// Pause overrides the configured GPU pause (tests); set before Run.
 	Pause func(context.Context) error
@@ -171,20 +177,21 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 			return nil, fmt.Errorf("%w: --data-dir: %v", errConfig, err)
 		}
 		dir := filepath.Join(cfg.DataDir, "nats")
-		a.ns, err = jsstore.StartServer(jsstore.ServerConfig{
+		sc := jsstore.ServerConfig{
 			Name: "retailpulse", StoreDir: dir, SyncAlways: cfg.syncAlways, SyncInterval: cfg.syncInterval, Logger: log,
-		})
-		if err != nil {
+		}
+		connOpts := cfg.embeddedServer(&sc)
+		if a.ns, err = jsstore.StartServer(sc); err != nil {
 			return nil, err
 		}
-		if a.nc, err = jsstore.ConnectInProcess(a.ns, "retailpulse"); err != nil {
+		if a.nc, err = jsstore.ConnectInProcess(a.ns, "retailpulse", connOpts...); err != nil {
 			return nil, fmt.Errorf("connect nats: %w", err)
 		}
 	}
 	openCtx, cancel := context.WithTimeout(ctx, cfg.NATSConnectTimeout)
 	defer cancel()
 	if a.nc == nil {
-		if a.nc, err = connectWithRetry(openCtx, cfg.NATSURL, log); err != nil {
+		if a.nc, err = connectWithRetry(openCtx, cfg.NATSURL, log, cfg.externalOptions()...); err != nil {
 			return nil, err
 		}
 	}
@@ -263,6 +270,9 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	}
 	a.metrics.ObserveMailboxes(a.engine.MailboxBacklog)
 
+	if a.streams, err = a.setUpStreams(); err != nil {
+		return nil, err
+	}
 	var tokens []string
 	for _, t := range strings.Split(cfg.APIToken, ",") {
 		if t = strings.TrimSpace(t); t != "" {
@@ -284,6 +294,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		OnReject:          a.metrics.SubmitRejected,
 		MaxPendingSubmits: cfg.MaxPendingSubmits,
 		MaxPendingResults: cfg.MaxPendingResults,
+		Streams:           a.streams,
 
 		MaxStoreIDLength:   cfg.MaxStoreIDLength,
 		MaxVisitTimeLength: cfg.MaxVisitTimeLength,
@@ -292,6 +303,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		return nil, err
 	}
 	a.httpServer = httpapi.NewServer(cfg.Addr, h)
+	a.wireStreams()
 	if a.listener, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("%w: --addr: %v", errConfig, err)
 	}
@@ -373,12 +385,12 @@ func (a *App) watchLog(ctx context.Context) {
 	}
 }
 
-// connectWithRetry connects to the NATS servers at urls, retrying with
-// backoff until ctx ends.
-func connectWithRetry(ctx context.Context, urls string, log *slog.Logger) (*nats.Conn, error) {
+// connectWithRetry connects to the NATS servers at urls with opts,
+// retrying with backoff until ctx ends.
+func connectWithRetry(ctx context.Context, urls string, log *slog.Logger, opts ...nats.Option) (*nats.Conn, error) {
 	backoff := 100 * time.Millisecond
 	for {
-		nc, err := jsstore.Connect(urls, "retailpulse", log)
+		nc, err := jsstore.Connect(urls, "retailpulse", log, opts...)
 		if err == nil {
 			return nc, nil
 		}
@@ -537,6 +549,7 @@ func (a *App) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("http: %w", err)
 		}
 	}()
+	wg.Go(func() { a.runStreams(runCtx) }) // event streams; ends them at the HTTP shutdown
 	a.log.Info("serving", "addr", a.Addr())
 
 	var runErr error

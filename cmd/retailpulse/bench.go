@@ -62,6 +62,7 @@ func (cfg *benchConfig) flagSet(stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.StoreIDs, "store-ids", "", "store ids the visits cycle through, comma-separated; empty = the 20 ids of the sample store master")
 	fs.IntVar(&cfg.SubmitConcurrency, "submit-concurrency", 4, "submits in flight at once")
 	fs.IntVar(&cfg.StatusRPS, "status-rps", 0, "status requests per second issued against random jobs while they run (0 = none)")
+	fs.IntVar(&cfg.SSEStreams, "sse-streams", 0, "event streams (GET /api/jobs/{id}/events) held open on the jobs while they run, spread evenly over them, each read to its job_completed (0 = none)")
 	fs.DurationVar(&cfg.PollInterval, "poll-interval", 50*time.Millisecond, "interval between status polls of the jobs still ongoing")
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "bound on submitting and waiting for every job")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed choosing which images fail")

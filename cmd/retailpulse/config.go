@@ -57,6 +57,14 @@ type serveConfig struct {
 	APIToken             string
 	LogLevel             string
 	LogFormat            string
+
+	// Event-stream subscribers (subscribers.go).
+	MaxStreams         int
+	NATSListen         string
+	natsHost           string
+	natsPort           int
+	SubscriberPassword string
+	NATSPassword       string
 }
 
 // flagSet registers cfg's flags on a new FlagSet named name.
@@ -101,6 +109,7 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxQueuedJobs, "max-queued-jobs", 10_000, "jobs waiting for an owner before submits answer 503 (0 = unbounded)")
 	fs.Uint64Var(&cfg.SnapshotEvery, "snapshot-every", 100_000, "messages applied between read model snapshots (restart shortcut)")
 	fs.StringVar(&cfg.APIToken, "api-token", "", "require Authorization: Bearer <token> on /api/* (comma-separated for several)")
+	cfg.subscriberFlags(fs)
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "text or json")
 	return fs
@@ -202,7 +211,7 @@ func (cfg *serveConfig) validate() error {
 	if _, err := parseLevel(cfg.LogLevel); err != nil {
 		return err
 	}
-	return nil
+	return cfg.validateSubscribers()
 }
 
 // parsePause parses "MIN-MAX", a single duration, or "0".
@@ -256,6 +265,8 @@ func (cfg *serveConfig) redacted() []any {
 		"max_visits", cfg.MaxVisits, "max_images", cfg.MaxImages, "max_url_length", cfg.MaxURLLength,
 		"max_store_id_length", cfg.MaxStoreIDLength, "max_visit_time_length", cfg.MaxVisitTimeLength,
 		"max_pending_submits", cfg.MaxPendingSubmits, "max_pending_results", cfg.MaxPendingResults, "max_queued_jobs", cfg.MaxQueuedJobs, "snapshot_every", cfg.SnapshotEvery, "api_token", token,
+		"max_streams", cfg.MaxStreams, "nats_listen", orDefault(cfg.NATSListen, "(off)"),
+		"subscriber_password", secret(cfg.SubscriberPassword), "nats_password", secret(cfg.NATSPassword),
 	}
 }
 

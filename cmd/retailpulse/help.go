@@ -13,11 +13,14 @@ Commands:
   verify   rebuild from scratch, compare with a starting service's projection, find stranded jobs
   requeue  put stranded jobs back on the work queue
   bench    load-generate against an in-process service or --url
+  submit   submit a job from a JSON file and print its id (--wait: then watch it)
+  watch    show a job's progress live, then its final status
   help     show this help; "retailpulse help COMMAND" shows a command's flags
 
 Run "retailpulse COMMAND -h" for a command's flags.
 
 ` + envHelp + `
+submit and watch fall back to RETAILPULSE_<FLAG> the same way (RETAILPULSE_URL, RETAILPULSE_TOKEN).
 The other commands read their flags from the command line only.`
 
 // isHelpFlag reports whether arg asks for help the way the flag package
@@ -40,7 +43,7 @@ func (m *Main) help(ctx context.Context, args []string) int {
 		return exitOK
 	case len(args) == 1:
 		switch args[0] {
-		case "serve", "replay", "verify", "requeue", "bench":
+		case "serve", "replay", "verify", "requeue", "bench", "submit", "watch":
 			return m.Run(ctx, []string{args[0], "-h"})
 		}
 		fmt.Fprintf(m.Stderr, "retailpulse help: unknown command %q\n%s\n", args[0], usage)

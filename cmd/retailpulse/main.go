@@ -22,7 +22,7 @@ func main() {
 		runtime.GOMAXPROCS(minProcs)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Stdin: os.Stdin}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {

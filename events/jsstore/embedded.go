@@ -39,6 +39,8 @@ type ServerConfig struct {
 	ClusterHost string
 	ClusterPort int
 	Routes      []*url.URL
+	// Auth, if set, requires every client to log in (see Auth).
+	Auth *Auth
 
 	Logger *slog.Logger // warn and above are bridged; nil = silent
 }
@@ -73,6 +75,12 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 	if opts.MaxPayload == 0 {
 		opts.MaxPayload = DefaultMaxPayload
 	}
+	if cfg.Auth != nil {
+		if cfg.Auth.ServicePassword == "" {
+			return nil, errors.New("start nats: Auth needs a service password")
+		}
+		opts.Users = cfg.Auth.users()
+	}
 	if cfg.Listen && opts.Host == "" {
 		opts.Host = "127.0.0.1"
 	}
@@ -101,14 +109,16 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 	return s, nil
 }
 
-// ConnectInProcess connects to an embedded server without a socket.
-func ConnectInProcess(s *server.Server, name string) (*nats.Conn, error) {
-	return nats.Connect("", nats.InProcessServer(s), nats.Name(name), nats.MaxReconnects(-1))
+// ConnectInProcess connects to an embedded server without a socket; opts
+// are added (ServiceOptions for a server with Auth).
+func ConnectInProcess(s *server.Server, name string, opts ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect("", append([]nats.Option{nats.InProcessServer(s), nats.Name(name), nats.MaxReconnects(-1)}, opts...)...)
 }
 
-// Connect connects to an external NATS server or cluster (comma-separated URLs).
-func Connect(urls, name string, logger *slog.Logger) (*nats.Conn, error) {
-	return nats.Connect(urls, nats.Name(name), nats.MaxReconnects(-1),
+// Connect connects to an external NATS server or cluster (comma-separated
+// URLs); opts are added (ServiceOptions for the service).
+func Connect(urls, name string, logger *slog.Logger, opts ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect(urls, append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if logger != nil && err != nil {
 				logger.Warn("nats disconnected", "err", err)
@@ -118,7 +128,7 @@ func Connect(urls, name string, logger *slog.Logger) (*nats.Conn, error) {
 			if logger != nil {
 				logger.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
 			}
-		}))
+		})}, opts...)...)
 }
 
 // slogBridge passes the server's warnings and errors to slog.

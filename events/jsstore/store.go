@@ -36,7 +36,7 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.Stream == "" {
-		c.Stream = "RETAILPULSE"
+		c.Stream = DefaultStream
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1

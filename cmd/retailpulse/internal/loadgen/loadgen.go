@@ -26,6 +26,7 @@ type Config struct {
 	Stores            []string // store ids the visits cycle through; not empty
 	SubmitConcurrency int
 	StatusRPS         int
+	SSEStreams        int // event streams held open on the jobs while they run, spread evenly
 	PollInterval      time.Duration
 	Timeout           time.Duration
 	Seed              uint64
@@ -50,6 +51,7 @@ func (cfg *Config) Validate() error {
 		{cfg.ImageHosts > 0 && cfg.ImageHosts <= 64, "--image-hosts must be between 1 and 64"},
 		{cfg.SubmitConcurrency > 0, "--submit-concurrency must be positive"},
 		{cfg.StatusRPS >= 0 && cfg.StatusRPS <= 100_000, "--status-rps must be between 0 and 100000"},
+		{cfg.SSEStreams >= 0 && cfg.SSEStreams <= 100_000, "--sse-streams must be between 0 and 100000"},
 		{cfg.PollInterval > 0, "--poll-interval must be positive"},
 		{cfg.Timeout > 0, "--timeout must be positive"},
 		{len(cfg.Stores) > 0, "no store ids"},

@@ -43,6 +43,15 @@ type Result struct {
 	StatusMaxMs       float64 `json:"status_max_ms"`
 	PollErrors        int     `json:"poll_errors"`
 
+	// Event streams (--sse-streams): opened, most open at once, ended
+	// with job_completed, events received, closed for overflow.
+	SSEStreams   int   `json:"sse_streams"`
+	SSEOpened    int64 `json:"sse_opened"`
+	SSEPeakOpen  int64 `json:"sse_peak_open"`
+	SSECompleted int64 `json:"sse_completed"`
+	SSEEvents    int64 `json:"sse_events"`
+	SSEOverflows int64 `json:"sse_overflows"`
+
 	JobsCompleted int `json:"jobs_completed"`
 	JobsFailed    int `json:"jobs_failed"`
 
@@ -74,7 +83,7 @@ func newResult(cfg *Config) *Result {
 	return &Result{
 		Mode: mode, GPUPause: pause, Jobs: cfg.Jobs, VisitsPerJob: cfg.Visits, ImagesPerVisit: cfg.Images,
 		Images: cfg.Jobs * cfg.Visits * cfg.Images, FailRate: cfg.FailRate, ImageBytes: cfg.ImageBytes, ImageHosts: cfg.ImageHosts,
-		Stores: len(cfg.Stores), StatusRPSTarget: cfg.StatusRPS, Failures: []string{},
+		Stores: len(cfg.Stores), StatusRPSTarget: cfg.StatusRPS, SSEStreams: cfg.SSEStreams, Failures: []string{},
 	}
 }
 
@@ -99,6 +108,16 @@ func (r *Result) setHammer(s hammerStats) {
 		r.StatusRPSAchieved = float64(len(s.lat)) / s.elapsed.Seconds()
 	}
 	r.StatusP50Ms, r.StatusP99Ms, r.StatusMaxMs = latencyMs(s.lat)
+}
+
+func (r *Result) setStreams(s streamStats) {
+	r.SSEOpened, r.SSEPeakOpen, r.SSECompleted, r.SSEEvents, r.SSEOverflows = s.opened, s.peak, s.completed, s.events, s.overflows
+	for _, f := range s.failures {
+		r.fail(f)
+	}
+	if s.completed != int64(r.SSEStreams) && len(s.failures) == 0 {
+		r.fail(fmt.Sprintf("event streams: %d of %d ended with job_completed", s.completed, r.SSEStreams))
+	}
 }
 
 func (r *Result) setResources(res resources) {
@@ -143,6 +162,10 @@ func (r *Result) WriteTable(w io.Writer) error {
 			r.StatusP50Ms, r.StatusP99Ms, r.StatusMaxMs, r.StatusRequests, r.StatusRPSAchieved, r.StatusRPSTarget, r.StatusErrors, r.StatusDropped)
 	} else {
 		row("status latency", "n/a (no --status-rps)")
+	}
+	if r.SSEStreams > 0 {
+		row("event streams", "%d opened (%d open at most), %d ended with job_completed, %d events received, %d overflows",
+			r.SSEOpened, r.SSEPeakOpen, r.SSECompleted, r.SSEEvents, r.SSEOverflows)
 	}
 	row("poll errors", "%d", r.PollErrors)
 	row("events appended", "%s in %s messages", optNum(r.EventsAppended, "%.0f"), optNum(r.EventMessages, "%.0f"))

@@ -20,6 +20,7 @@ type loadRun struct {
 	jobs        []jobRecord
 	submitLat   []time.Duration
 	firstSubmit time.Time // when the first submit request was sent
+	streams     *streams  // nil without SSEStreams
 }
 
 // run submits every job, hammers the status endpoint if asked, and polls
@@ -27,6 +28,9 @@ type loadRun struct {
 func (r *loadRun) run(ctx context.Context) {
 	runCtx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
+	if r.cfg.SSEStreams > 0 {
+		r.streams = newStreams(r.client.base)
+	}
 	start := time.Now()
 	r.submitAll(runCtx)
 	r.res.SubmitSeconds = time.Since(start).Seconds()
@@ -40,6 +44,9 @@ func (r *loadRun) run(ctx context.Context) {
 	last, ok := r.pollAll(runCtx)
 	if h != nil {
 		r.res.setHammer(h.finish())
+	}
+	if r.streams != nil {
+		r.res.setStreams(r.streams.finish(runCtx))
 	}
 	if ok && r.res.JobsSubmitted == r.cfg.Jobs {
 		wall := last.Sub(r.firstSubmit)
@@ -74,6 +81,9 @@ func (r *loadRun) submitAll(ctx context.Context) {
 				} else {
 					job.id = id
 					r.jobs[j] = job
+					if r.streams != nil {
+						r.streams.watch(ctx, id, perJob(r.cfg.SSEStreams, r.cfg.Jobs, j))
+					}
 					r.submitLat = append(r.submitLat, lat)
 					r.res.JobsSubmitted++
 				}

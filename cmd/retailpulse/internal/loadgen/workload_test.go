@@ -39,3 +39,28 @@ func TestJobRecord_Check(t *testing.T) {
 		})
 	}
 }
+
+func TestPerJob_SpreadsStreamsEvenly(t *testing.T) {
+	tests := []struct {
+		n, jobs int
+		want    []int
+	}{
+		{10, 3, []int{4, 3, 3}},
+		{1000, 20, []int{50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50, 50}},
+		{2, 4, []int{1, 1, 0, 0}},
+		{0, 2, []int{0, 0}},
+	}
+	for _, tt := range tests {
+		total := 0
+		for j := range tt.jobs {
+			k := perJob(tt.n, tt.jobs, j)
+			total += k
+			if k != tt.want[j] {
+				t.Errorf("perJob(%d, %d, %d) = %d, want %d", tt.n, tt.jobs, j, k, tt.want[j])
+			}
+		}
+		if total != tt.n {
+			t.Errorf("%d streams over %d jobs: %d in all", tt.n, tt.jobs, total)
+		}
+	}
+}
