@@ -49,7 +49,7 @@ type Config struct {
 	// RangeBytes is the size of the first ranged request (Range: bytes=0-
 	// RangeBytes-1); default 64 KiB. While the header is incomplete and the
 	// resource longer, the next range continues where the last ended, up to
-	// rangeGrowth times the bytes held and at most MaxBytes in all. Hosts
+	// four times the bytes held and at most MaxBytes in all. Hosts
 	// that ignore Range are read as whole bodies. Negative sends no Range:
 	// whole bodies only.
 	RangeBytes int64
