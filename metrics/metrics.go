@@ -64,6 +64,14 @@ const (
 	RejectOther        = "other"
 )
 
+// Image fetch modes, the values of the mode label of images_fetched_total:
+// byte ranges, or the whole body (a host that ignores Range, or ranged
+// answers the fetcher refused).
+const (
+	FetchRanged = "ranged"
+	FetchWhole  = "whole"
+)
+
 const labelOther = "other"
 
 var (
@@ -71,6 +79,7 @@ var (
 	imageReasons  = []string{ReasonUnknownStore, ReasonBlockedAddress, ReasonTimeout, ReasonConnectionFailed, ReasonHTTP4xx, ReasonHTTP404, ReasonHTTP5xx, ReasonHTTP429, ReasonNotAnImage, ReasonTooLarge, ReasonInvalidURL, ReasonOther}
 	appendKinds   = []string{AppendSubmitted, AppendStarted, AppendImages, AppendCompleted}
 	rejectReasons = []string{RejectInvalid, RejectTooLarge, RejectOverloaded, RejectStorageFull, RejectUnauthorized, RejectUnavailable, RejectOther}
+	fetchModes    = []string{FetchRanged, FetchWhole}
 )
 
 // Histogram buckets, in seconds unless named otherwise.
@@ -84,6 +93,9 @@ var (
 	appendBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 	// Events per appended message (a count, not seconds).
 	batchBuckets = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}
+	// Body bytes read for one image: a header in the first 64 KiB range
+	// reads 64 KiB; the fetcher gives up at 16 MiB.
+	bytesReadBuckets = []float64{1 << 10, 4 << 10, 16 << 10, 32 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20, 16 << 20, 32 << 20}
 	// One HTTP request.
 	httpBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 )
@@ -102,6 +114,8 @@ type Metrics struct {
 	imagesInflight  prometheus.Gauge
 	imageSeconds    prometheus.Histogram
 	downloadSeconds prometheus.Histogram
+	imagesFetched   *prometheus.CounterVec
+	imageBytesRead  prometheus.Histogram
 
 	appendSeconds *prometheus.HistogramVec
 	batchEvents   prometheus.Histogram
@@ -167,6 +181,15 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to download one image far enough to read its dimensions.",
 			Buckets: downloadBuckets,
 		}),
+		imagesFetched: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "images_fetched_total",
+			Help: "Images whose body was read, by how it was requested (ranged: byte ranges; whole: the whole body).",
+		}, []string{"mode"}),
+		imageBytesRead: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "image_bytes_read",
+			Help:    "Body bytes read for one image, over all its requests and attempts, drained bytes included.",
+			Buckets: bytesReadBuckets,
+		}),
 
 		appendSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "event_append_seconds",
@@ -231,12 +254,16 @@ func New(reg prometheus.Registerer) *Metrics {
 	for _, v := range rejectReasons {
 		m.submitRejected.WithLabelValues(v)
 	}
+	for _, v := range fetchModes {
+		m.imagesFetched.WithLabelValues(v)
+	}
 
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.jobsSubmitted, m.jobsReplayed, m.jobsFinished, m.jobsActive,
 		m.imagesProcessed, m.imagesFailed, m.imagesInflight, m.imageSeconds, m.downloadSeconds,
+		m.imagesFetched, m.imageBytesRead,
 		m.appendSeconds, m.batchEvents,
 		m.projectionSequence, m.projectionApplied, m.projectionDuplicates,
 		m.submitRejected, m.logWritable, m.refreshErrors,
@@ -337,6 +364,17 @@ func (m *Metrics) Download(d time.Duration) {
 		return
 	}
 	m.downloadSeconds.Observe(seconds(d))
+}
+
+// ImageFetched counts one image whose body was read, by mode (ranged or
+// whole; anything else is "other"), and observes the body bytes read for
+// it. Negative byte counts are observed as zero.
+func (m *Metrics) ImageFetched(mode string, bytesRead int64) {
+	if m == nil {
+		return
+	}
+	m.imagesFetched.WithLabelValues(oneOf(mode, fetchModes)).Inc()
+	m.imageBytesRead.Observe(float64(max(bytesRead, 0)))
 }
 
 // Append observes one message appended to the event log: its kind

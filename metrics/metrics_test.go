@@ -158,6 +158,46 @@ func TestMetrics_Images(t *testing.T) {
 	}
 }
 
+func TestMetrics_ImageFetched(t *testing.T) {
+	m, reg := MustNew(t)
+	m.ImageFetched("ranged", 65536)
+	m.ImageFetched("ranged", 262144)
+	m.ImageFetched("whole", 3<<20)
+	m.ImageFetched("https://example.com/a.jpg", -1)
+
+	assertValue(t, reg, "retailpulse_images_fetched_total", map[string]string{"mode": "ranged"}, 2)
+	assertValue(t, reg, "retailpulse_images_fetched_total", map[string]string{"mode": "whole"}, 1)
+	assertValue(t, reg, "retailpulse_images_fetched_total", map[string]string{"mode": "other"}, 1)
+	if got, want := testutil.CollectAndCount(reg, "retailpulse_images_fetched_total"), 3; got != want {
+		t.Fatalf("images_fetched_total series = %d, want %d", got, want)
+	}
+
+	const want = `
+# HELP retailpulse_image_bytes_read Body bytes read for one image, over all its requests and attempts, drained bytes included.
+# TYPE retailpulse_image_bytes_read histogram
+retailpulse_image_bytes_read_bucket{le="1024"} 1
+retailpulse_image_bytes_read_bucket{le="4096"} 1
+retailpulse_image_bytes_read_bucket{le="16384"} 1
+retailpulse_image_bytes_read_bucket{le="32768"} 1
+retailpulse_image_bytes_read_bucket{le="65536"} 2
+retailpulse_image_bytes_read_bucket{le="131072"} 2
+retailpulse_image_bytes_read_bucket{le="262144"} 3
+retailpulse_image_bytes_read_bucket{le="524288"} 3
+retailpulse_image_bytes_read_bucket{le="1.048576e+06"} 3
+retailpulse_image_bytes_read_bucket{le="2.097152e+06"} 3
+retailpulse_image_bytes_read_bucket{le="4.194304e+06"} 4
+retailpulse_image_bytes_read_bucket{le="8.388608e+06"} 4
+retailpulse_image_bytes_read_bucket{le="1.6777216e+07"} 4
+retailpulse_image_bytes_read_bucket{le="3.3554432e+07"} 4
+retailpulse_image_bytes_read_bucket{le="+Inf"} 4
+retailpulse_image_bytes_read_sum 3.473408e+06
+retailpulse_image_bytes_read_count 4
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "retailpulse_image_bytes_read"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestMetrics_Append(t *testing.T) {
 	m, reg := MustNew(t)
 	m.Append("images", 20, 300*time.Microsecond)
@@ -283,6 +323,7 @@ func TestHandler_Scrape(t *testing.T) {
 	m.ProjectionApplied(1, 1, 0)
 	m.SubmitRejected("overloaded")
 	m.Download(time.Millisecond)
+	m.ImageFetched("ranged", 65536)
 	m.Instrument("/metrics", metrics.Handler(reg)).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/metrics", nil))
 
 	srv := httptest.NewServer(metrics.Handler(reg))
@@ -309,6 +350,9 @@ func TestHandler_Scrape(t *testing.T) {
 		"retailpulse_images_inflight 0",
 		"retailpulse_image_processing_seconds_bucket",
 		"retailpulse_image_download_seconds_bucket",
+		`retailpulse_images_fetched_total{mode="ranged"} 1`,
+		`retailpulse_images_fetched_total{mode="whole"} 0`,
+		"retailpulse_image_bytes_read_bucket",
 		`retailpulse_event_append_seconds_bucket{kind="submitted",le="0.0001"}`,
 		"retailpulse_event_batch_events_bucket",
 		"retailpulse_projection_last_sequence 1",
@@ -367,6 +411,7 @@ func TestMetrics_Nil(t *testing.T) {
 		m.ImageFailed("timeout", time.Second)
 		m.ImageInflight(1)
 		m.Download(time.Second)
+		m.ImageFetched("ranged", 1)
 		m.Append("images", 10, time.Millisecond)
 		m.ProjectionApplied(1, 1, 1)
 		m.SubmitRejected("invalid")

@@ -6,7 +6,9 @@
 // loopback, private or cloud-metadata addresses), follows a bounded number of
 // redirects and re-checks each, has no proxy, bounds every phase with a
 // timeout, reads at most a fixed number of bytes per image and never decodes
-// pixels. Failures come back as coarse classes (see Error) that are safe to
+// pixels. It asks for a byte range first and grows it only while the header
+// is incomplete, so a large photo whose header comes early costs a small
+// transfer on a connection that stays open for the next image. Failures come back as coarse classes (see Error) that are safe to
 // record and show: never raw dial errors, addresses or ports.
 package imagefetch
 
@@ -44,6 +46,14 @@ type Config struct {
 	// fine as long as its header comes early.
 	MaxBytes int64
 
+	// RangeBytes is the size of the first ranged request (Range: bytes=0-
+	// RangeBytes-1); default 64 KiB. While the header is incomplete and the
+	// resource longer, the next range continues where the last ended, up to
+	// four times the bytes held and at most MaxBytes in all. Hosts
+	// that ignore Range are read as whole bodies. Negative sends no Range:
+	// whole bodies only.
+	RangeBytes int64
+
 	// MaxRetries is the number of retries after the first attempt for
 	// transient failures (5xx, 429, timeouts, broken connections); default 3.
 	// Negative disables retries.
@@ -67,6 +77,10 @@ type Config struct {
 
 	// UserAgent is sent with every request; default "retailpulse-imagefetch/1".
 	UserAgent string
+
+	// Observer, if not nil, learns how each image was fetched and how many
+	// body bytes that read.
+	Observer Observer
 }
 
 const defaultUserAgent = "retailpulse-imagefetch/1"
@@ -87,6 +101,9 @@ func (c Config) withDefaults() Config {
 	setDuration(&c.MaxRetryAfter, 10*time.Second)
 	if c.MaxBytes <= 0 {
 		c.MaxBytes = 16 << 20
+	}
+	if c.RangeBytes == 0 {
+		c.RangeBytes = 64 << 10
 	}
 	switch {
 	case c.MaxRetries == 0:
@@ -174,6 +191,13 @@ func (f *Fetcher) Close() { f.transport.CloseIdleConnections() }
 // header (JPEG, PNG, GIF, WebP, BMP or TIFF), reading no more of the body than
 // the header needs and never decoding pixels.
 //
+// It asks for a byte range first (Config.RangeBytes) and for further ranges
+// only while the header is incomplete. A host that ignores Range is read as
+// a whole body up to the header. A 416, or a 206 whose Content-Range does
+// not match what was asked, is not trusted: the call falls back to asking
+// for the whole body, for this and any later attempt. Every request, ranged
+// or not, is checked as below.
+//
 // Transient failures (5xx, 429, timeouts, connections broken mid-response) are
 // retried up to Config.MaxRetries times with jittered exponential backoff,
 // honouring Retry-After on 429 and 503; other failures are final. The whole
@@ -192,10 +216,17 @@ func (f *Fetcher) Dimensions(ctx context.Context, rawURL string) (width, height 
 	}
 	total, cancel := context.WithTimeout(ctx, f.cfg.TotalTimeout)
 	defer cancel()
-	host := hostKey(u)
+	st := &fetch{url: rawURL, host: hostKey(u), whole: f.cfg.RangeBytes < 0}
+	if f.cfg.Observer != nil {
+		defer func() {
+			if st.mode != "" {
+				f.cfg.Observer.ImageFetched(st.mode, st.bytesRead)
+			}
+		}()
+	}
 
 	for attempt := 0; ; attempt++ {
-		w, h, retryAfter, err := f.attempt(total, rawURL, host)
+		w, h, err := f.attempt(total, st)
 		if err == nil {
 			return w, h, nil
 		}
@@ -210,8 +241,8 @@ func (f *Fetcher) Dimensions(ctx context.Context, rawURL string) (width, height 
 			return 0, 0, ferr
 		}
 		delay := f.backoff(attempt)
-		if retryAfter >= 0 {
-			delay = min(retryAfter, f.cfg.MaxRetryAfter)
+		if st.retryAfter >= 0 {
+			delay = min(st.retryAfter, f.cfg.MaxRetryAfter)
 		}
 		if deadline, ok := total.Deadline(); ok && time.Until(deadline) < delay {
 			return 0, 0, ferr // the retry could not finish in time anyway
@@ -225,54 +256,34 @@ func (f *Fetcher) Dimensions(ctx context.Context, rawURL string) (width, height 
 	}
 }
 
-// attempt makes one request under a host slot and AttemptTimeout. retryAfter
-// is the server's Retry-After on a 429 or 503, else negative. err is an
-// *Error or a raw transport/context error for classify.
 // drainLimit bounds what is read after the header so a keep-alive
 // connection can be reused: cheaper than a new connection per image. A body
-// declared larger, or one of unknown length that turns out larger, is cut
-// off by closing the connection.
+// (or the rest of a range) declared larger, or one of unknown length that
+// turns out larger, is cut off by closing the connection.
 const drainLimit = 256 << 10
 
-func (f *Fetcher) attempt(ctx context.Context, rawURL, host string) (width, height int, retryAfter time.Duration, err error) {
-	retryAfter = -1
-	release, err := f.hosts.acquire(ctx, host)
+// attempt makes one try under a host slot and AttemptTimeout: the ranged
+// requests and, if they are refused, one whole-body request. It sets
+// st.retryAfter to the server's Retry-After on a 429 or 503, else -1. err
+// is an *Error or a raw transport/context error for classify.
+func (f *Fetcher) attempt(ctx context.Context, st *fetch) (width, height int, err error) {
+	st.retryAfter = -1
+	release, err := f.hosts.acquire(ctx, st.host)
 	if err != nil {
-		return 0, 0, retryAfter, err
+		return 0, 0, err
 	}
 	defer release()
 
 	ctx, cancel := context.WithTimeout(ctx, f.cfg.AttemptTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
-	if err != nil {
-		return 0, 0, retryAfter, newError(ClassInvalidURL, err)
-	}
-	req.Header.Set("User-Agent", f.cfg.UserAgent)
-	req.Header.Set("Accept", "image/*")
-	resp, err := f.client.Do(req)
-	if err != nil {
-		return 0, 0, retryAfter, attemptErr(ctx, err)
-	}
-	// Closing before EOF drops the connection rather than draining the rest
-	// of a large body we have no use for; a small one is drained below so
-	// the connection goes back to the pool.
-	defer resp.Body.Close()
-
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-			retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), f.now())
+	if !st.whole {
+		width, height, err = f.fetchRanged(ctx, st)
+		if !errors.Is(err, errRangeFallback) {
+			return width, height, err
 		}
-		return 0, 0, retryAfter, statusError(resp.StatusCode, resp.Status)
+		st.whole = true
 	}
-	width, height, err = decodeHeader(resp.Body, f.cfg.MaxBytes)
-	if err != nil {
-		return 0, 0, retryAfter, attemptErr(ctx, err)
-	}
-	if resp.ContentLength <= drainLimit { // includes unknown (-1): drain at most drainLimit
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainLimit))
-	}
-	return width, height, retryAfter, nil
+	return f.fetchWhole(ctx, st)
 }
 
 // attemptErr turns a failure that happened because the attempt's deadline

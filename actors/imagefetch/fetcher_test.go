@@ -818,7 +818,7 @@ func TestConfigDefaults(t *testing.T) {
 	c := Config{}.withDefaults()
 	want := Config{
 		ConnectTimeout: 5 * time.Second, TLSTimeout: 5 * time.Second, HeaderTimeout: 10 * time.Second,
-		AttemptTimeout: 30 * time.Second, TotalTimeout: 2 * time.Minute, MaxBytes: 16 << 20,
+		AttemptTimeout: 30 * time.Second, TotalTimeout: 2 * time.Minute, MaxBytes: 16 << 20, RangeBytes: 64 << 10,
 		MaxRetries: 3, BackoffBase: 200 * time.Millisecond, BackoffMax: 5 * time.Second,
 		MaxRetryAfter: 10 * time.Second, PerHostConcurrency: 32, MaxRedirects: 3, UserAgent: defaultUserAgent,
 	}

@@ -246,7 +246,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	})
 	a.projection.EnableSnapshots(snapshots, cfg.SnapshotEvery)
 
-	a.fetcher = imagefetch.New(imagefetch.Config{AllowPrivateNetworks: cfg.AllowPrivateNetworks, UserAgent: "retailpulse/1", TotalTimeout: cfg.ImageTimeout, PerHostConcurrency: cfg.PerHostConcurrency})
+	a.fetcher = imagefetch.New(imagefetch.Config{AllowPrivateNetworks: cfg.AllowPrivateNetworks, UserAgent: "retailpulse/1", TotalTimeout: cfg.ImageTimeout, PerHostConcurrency: cfg.PerHostConcurrency, Observer: a.metrics})
 	pause := actors.RandomPause(cfg.pauseMin, cfg.pauseMax)
 	a.engine, err = actors.NewEngine(actors.Config{
 		Log:              a.eventLog,

@@ -40,6 +40,10 @@ var benchServeFlags = []struct{ name, usage string }{
 	{"append-linger", "service: how long a job waits for more outcomes before appending (default: the service's)"},
 }
 
+// benchPhotoBytes is the size of a --photo image unless --image-bytes says
+// otherwise: a 12-megapixel camera JPEG.
+const benchPhotoBytes = 2_500_000
+
 // benchSampleStores are the store ids of the built-in sample store master.
 // Only the first two are also in the customer's full store master: against
 // a service loaded with it, pass --store-ids S00339218,S01408764.
@@ -57,7 +61,10 @@ func (cfg *benchConfig) flagSet(stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.Visits, "visits", 10, "visits per job")
 	fs.IntVar(&cfg.Images, "images", 50, "images per visit")
 	fs.Float64Var(&cfg.FailRate, "fail-rate", 0, "fraction of images that point at a 404")
-	fs.IntVar(&cfg.ImageBytes, "image-bytes", 100_000, "size of each served image (a 640x480 JPEG padded after its end marker)")
+	fs.IntVar(&cfg.ImageBytes, "image-bytes", 100_000, "size of each served image (a 640x480 JPEG padded after its end marker); 2500000 with --photo")
+	fs.BoolVar(&cfg.Photo, "photo", false, "serve a camera-like photo: a 4032x3024 JPEG with a high-entropy body")
+	fs.IntVar(&cfg.HeaderOffsetKB, "header-offset", 0, "KiB of metadata (APP1/EXIF-like segments) before the JPEG frame header")
+	fs.BoolVar(&cfg.HostIgnoresRange, "host-ignores-range", false, "the image host ignores Range and always serves the whole body (by default it honours Range as S3 and nginx do)")
 	fs.IntVar(&cfg.ImageHosts, "image-hosts", 1, "loopback ports the images are spread over (the service limits downloads per host)")
 	fs.StringVar(&cfg.StoreIDs, "store-ids", "", "store ids the visits cycle through, comma-separated; empty = the 20 ids of the sample store master")
 	fs.IntVar(&cfg.SubmitConcurrency, "submit-concurrency", 4, "submits in flight at once")
@@ -88,13 +95,18 @@ func parseBenchConfig(args []string, stderr io.Writer) (*benchConfig, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	imageBytesSet := false
 	fs.Visit(func(f *flag.Flag) {
+		imageBytesSet = imageBytesSet || f.Name == "image-bytes"
 		for _, sf := range benchServeFlags {
 			if sf.name == f.Name {
 				cfg.serveArgs = append(cfg.serveArgs, "--"+f.Name, f.Value.String())
 			}
 		}
 	})
+	if cfg.Photo && !imageBytesSet {
+		cfg.ImageBytes = benchPhotoBytes
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}

@@ -49,6 +49,48 @@ func TestBench_SmallRun(t *testing.T) {
 	if res.ImagesFailed != nil && int(*res.ImagesFailed) != res.FailingImages {
 		t.Errorf("service failed %v images, workload had %d failing", *res.ImagesFailed, res.FailingImages)
 	}
+	// The 404s read no body; every other image came by one ranged request,
+	// its 100 KB padded JPEG's first 64 KiB.
+	if res.ImagesFetchedRanged == nil || int(*res.ImagesFetchedRanged) != 30-res.FailingImages || res.BytesReadPerImage == nil || *res.BytesReadPerImage != 65536 {
+		t.Errorf("fetched ranged %v, bytes read per image %v; want %d and 65536", res.ImagesFetchedRanged, res.BytesReadPerImage, 30-res.FailingImages)
+	}
+}
+
+// W2: camera photos whose header follows 24 KiB of metadata cost one
+// 64 KiB range each from a host that honours Range; from one that ignores
+// it, whole bodies cut off after the header.
+func TestBench_Photo(t *testing.T) {
+	tests := []struct {
+		name      string
+		args      []string
+		mode      string
+		maxServed float64
+	}{
+		{"host honours Range", nil, "ranged", 65536},
+		{"host ignores Range", []string{"--host-ignores-range"}, "whole", 2_500_000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"--photo", "--header-offset", "24", "--jobs", "2", "--visits", "2", "--images", "5", "--gpu-pause", "0", "--json"}, tt.args...)
+			code, res, stderr := runBenchCommand(t, args...)
+			if code != exitOK || !res.Pass {
+				t.Fatalf("exit %d; failures %v\nstderr: %s", code, res.Failures, stderr)
+			}
+			if !res.Photo || res.HeaderOffsetKB != 24 || res.ImageBytes < 2_500_000 || res.HostRange != (tt.mode == "ranged") {
+				t.Fatalf("workload not described: photo %v offset %d bytes %d range %v", res.Photo, res.HeaderOffsetKB, res.ImageBytes, res.HostRange)
+			}
+			fetched := res.ImagesFetchedWhole
+			if tt.mode == "ranged" {
+				fetched = res.ImagesFetchedRanged
+			}
+			if fetched == nil || *fetched != 20 {
+				t.Errorf("images fetched %s: %v, want 20", tt.mode, fetched)
+			}
+			if res.ImageBytesServedPerImage <= 24<<10 || res.ImageBytesServedPerImage > tt.maxServed {
+				t.Errorf("%.0f bytes served per image, want more than the metadata and at most %.0f", res.ImageBytesServedPerImage, tt.maxServed)
+			}
+		})
+	}
 }
 
 func TestBench_AgainstURL(t *testing.T) {
@@ -84,6 +126,8 @@ func TestBench_Flags(t *testing.T) {
 		{"cpuprofile with --url", []string{"--url", "http://127.0.0.1:1", "--cpuprofile", "x"}, exitUsage},
 		{"bad url", []string{"--url", "ftp://x"}, exitUsage},
 		{"store not in the sample", []string{"--store-ids", "S99999999"}, exitUsage},
+		{"negative header offset", []string{"--header-offset", "-1"}, exitUsage},
+		{"header offset too large", []string{"--header-offset", "1000000"}, exitUsage},
 		{"help", []string{"-h"}, exitOK},
 	}
 	for _, tt := range tests {

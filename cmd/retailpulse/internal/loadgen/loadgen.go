@@ -23,6 +23,9 @@ type Config struct {
 	FailRate          float64
 	ImageBytes        int
 	ImageHosts        int
+	Photo             bool     // serve a camera-like 4032x3024 JPEG with a high-entropy body
+	HeaderOffsetKB    int      // KiB of metadata before the JPEG frame header
+	HostIgnoresRange  bool     // the image host answers every request with the whole body
 	Stores            []string // store ids the visits cycle through; not empty
 	SubmitConcurrency int
 	StatusRPS         int
@@ -36,6 +39,10 @@ type Config struct {
 // MaxImages bounds the images of a run.
 const MaxImages = 10_000_000
 
+// MaxImageBytes bounds the served image and its metadata: the image host
+// holds one copy in memory.
+const MaxImageBytes = 256 << 20
+
 // Validate checks the workload's numbers and its stores.
 func (cfg *Config) Validate() error {
 	checks := []struct {
@@ -47,7 +54,8 @@ func (cfg *Config) Validate() error {
 			int64(cfg.Jobs)*int64(cfg.Visits)*int64(cfg.Images) <= MaxImages,
 			fmt.Sprintf("at most %d images in all", MaxImages)},
 		{cfg.FailRate >= 0 && cfg.FailRate <= 1, "--fail-rate must be between 0 and 1"},
-		{cfg.ImageBytes >= 0, "--image-bytes must not be negative"},
+		{cfg.ImageBytes >= 0 && cfg.ImageBytes <= MaxImageBytes, fmt.Sprintf("--image-bytes must be between 0 and %d", MaxImageBytes)},
+		{cfg.HeaderOffsetKB >= 0 && cfg.HeaderOffsetKB <= MaxImageBytes>>10, fmt.Sprintf("--header-offset must be between 0 and %d (KiB)", MaxImageBytes>>10)},
 		{cfg.ImageHosts > 0 && cfg.ImageHosts <= 64, "--image-hosts must be between 1 and 64"},
 		{cfg.SubmitConcurrency > 0, "--submit-concurrency must be positive"},
 		{cfg.StatusRPS >= 0 && cfg.StatusRPS <= 100_000, "--status-rps must be between 0 and 100000"},
@@ -79,7 +87,8 @@ type StartFunc func(context.Context) (Service, error)
 // lines to progress. cfg must be valid. An error means the run could not
 // be made; a run whose jobs ended wrongly returns a result with Pass false.
 func Run(ctx context.Context, cfg *Config, start StartFunc, progress io.Writer) (*Result, error) {
-	imgs, err := startImageHost(cfg.ImageBytes, cfg.ImageHosts)
+	spec := imageSpec{size: cfg.ImageBytes, photo: cfg.Photo, headerBytes: cfg.HeaderOffsetKB << 10}
+	imgs, err := startImageHost(spec, cfg.ImageHosts, cfg.HostIgnoresRange)
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +127,6 @@ func Run(ctx context.Context, cfg *Config, start StartFunc, progress io.Writer) 
 	res.setResources(m.finish())
 	after, ok := client.scrape(ctx)
 	res.setEvents(before, after, ok)
-	res.ImageRequests = imgs.requests.Load()
+	res.setImageHost(imgs.requests.Load(), imgs.bytesWritten.Load(), len(imgs.body))
 	return res, nil
 }

@@ -9,7 +9,8 @@ import (
 )
 
 // promSample is a scrape of /metrics: each metric name (labels dropped) to
-// the sum of its series.
+// the sum of its series, and each series as written (name{labels}) to its
+// value.
 type promSample map[string]float64
 
 // scrape reads the target's /metrics; false if it exposes none.
@@ -36,13 +37,13 @@ func parsePromText(body []byte) promSample {
 		if i := strings.IndexAny(line, "{ \t"); i >= 0 {
 			name = line[:i]
 		}
-		rest := line[len(name):]
+		rest, series := line[len(name):], ""
 		if strings.HasPrefix(rest, "{") {
 			i := strings.LastIndexByte(rest, '}')
 			if i < 0 {
 				continue
 			}
-			rest = rest[i+1:]
+			series, rest = name+rest[:i+1], rest[i+1:]
 		}
 		fields := strings.Fields(rest) // value [timestamp]
 		if len(fields) == 0 {
@@ -50,6 +51,9 @@ func parsePromText(body []byte) promSample {
 		}
 		if v, err := strconv.ParseFloat(fields[0], 64); err == nil {
 			out[name] += v
+			if series != "" {
+				out[series] = v
+			}
 		}
 	}
 	return out

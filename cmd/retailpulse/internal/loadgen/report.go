@@ -19,8 +19,11 @@ type Result struct {
 	Images         int     `json:"images"`
 	FailingImages  int     `json:"failing_images"`
 	FailRate       float64 `json:"fail_rate"`
-	ImageBytes     int     `json:"image_bytes"`
+	ImageBytes     int     `json:"image_bytes"` // size of the served image as built
 	ImageHosts     int     `json:"image_hosts"`
+	Photo          bool    `json:"photo"`
+	HeaderOffsetKB int     `json:"header_offset_kb"`
+	HostRange      bool    `json:"host_honours_range"`
 	Stores         int     `json:"stores"`
 
 	WallSeconds     float64 `json:"wall_seconds"` // first submit to last job seen terminal
@@ -60,6 +63,15 @@ type Result struct {
 	ImagesProcessed *float64 `json:"images_processed"`
 	ImagesFailed    *float64 `json:"images_failed"`
 	ImageRequests   int64    `json:"image_requests"` // served by the bench's image server
+	// Body bytes the image server wrote (to 404s too), in all and per
+	// image that exists (not counting the failing ones).
+	ImageBytesServed         int64   `json:"image_bytes_served"`
+	ImageBytesServedPerImage float64 `json:"image_bytes_served_per_image"`
+	// From the target's /metrics: images fetched by byte ranges or whole
+	// bodies, and the body bytes its fetcher read per image.
+	ImagesFetchedRanged *float64 `json:"images_fetched_ranged"`
+	ImagesFetchedWhole  *float64 `json:"images_fetched_whole"`
+	BytesReadPerImage   *float64 `json:"bytes_read_per_image"`
 
 	CPUSeconds     *float64 `json:"cpu_seconds"`
 	PeakRSSBytes   *float64 `json:"peak_rss_bytes"`
@@ -83,6 +95,7 @@ func newResult(cfg *Config) *Result {
 	return &Result{
 		Mode: mode, GPUPause: pause, Jobs: cfg.Jobs, VisitsPerJob: cfg.Visits, ImagesPerVisit: cfg.Images,
 		Images: cfg.Jobs * cfg.Visits * cfg.Images, FailRate: cfg.FailRate, ImageBytes: cfg.ImageBytes, ImageHosts: cfg.ImageHosts,
+		Photo: cfg.Photo, HeaderOffsetKB: cfg.HeaderOffsetKB, HostRange: !cfg.HostIgnoresRange,
 		Stores: len(cfg.Stores), StatusRPSTarget: cfg.StatusRPS, SSEStreams: cfg.SSEStreams, Failures: []string{},
 	}
 }
@@ -143,6 +156,23 @@ func (r *Result) setEvents(before, after promSample, ok bool) {
 	r.EventMessages = delta("retailpulse_event_batch_events_count")
 	r.ImagesProcessed = delta("retailpulse_images_processed_total")
 	r.ImagesFailed = delta("retailpulse_images_failed_total")
+	r.ImagesFetchedRanged = delta(`retailpulse_images_fetched_total{mode="ranged"}`)
+	r.ImagesFetchedWhole = delta(`retailpulse_images_fetched_total{mode="whole"}`)
+	if sum, n := delta("retailpulse_image_bytes_read_sum"), delta("retailpulse_image_bytes_read_count"); sum != nil && n != nil && *n > 0 {
+		per := *sum / *n
+		r.BytesReadPerImage = &per
+	}
+}
+
+// setImageHost records what the image server served: requests, body
+// bytes written, and the size of the image it built.
+func (r *Result) setImageHost(requests, written int64, size int) {
+	r.ImageRequests = requests
+	r.ImageBytesServed = written
+	r.ImageBytes = size
+	if n := r.Images - r.FailingImages; n > 0 {
+		r.ImageBytesServedPerImage = float64(written) / float64(n)
+	}
 }
 
 // WriteTable prints the result for people.
@@ -152,7 +182,16 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row("target", "%s (%s)", r.Target, r.Mode)
 	row("workload", "%d jobs x %d visits x %d images = %d images, %d stores, %d failing (rate %g)",
 		r.Jobs, r.VisitsPerJob, r.ImagesPerVisit, r.Images, r.Stores, r.FailingImages, r.FailRate)
-	row("images", "%d bytes each from %d host(s); gpu pause %s", r.ImageBytes, r.ImageHosts, r.GPUPause)
+	kind := "640x480 JPEG"
+	if r.Photo {
+		kind = "4032x3024 photo"
+	}
+	ranges := "honours Range"
+	if !r.HostRange {
+		ranges = "ignores Range"
+	}
+	row("images", "%s of %d bytes, header after %d KiB of metadata, from %d host(s) that %s; gpu pause %s",
+		kind, r.ImageBytes, r.HeaderOffsetKB, r.ImageHosts, ranges, r.GPUPause)
 	row("throughput", "%.0f images/s (wall %.2fs, first submit to last job terminal)", r.ImagesPerSecond, r.WallSeconds)
 	row("jobs", "%d submitted, %d completed, %d failed", r.JobsSubmitted, r.JobsCompleted, r.JobsFailed)
 	row("submit latency", "p50 %.1fms  p99 %.1fms  max %.1fms  (%d submits in %.2fs, %d retried on 503)",
@@ -169,7 +208,10 @@ func (r *Result) WriteTable(w io.Writer) error {
 	}
 	row("poll errors", "%d", r.PollErrors)
 	row("events appended", "%s in %s messages", optNum(r.EventsAppended, "%.0f"), optNum(r.EventMessages, "%.0f"))
-	row("images (service)", "%s processed, %s failed; %d image requests served", optNum(r.ImagesProcessed, "%.0f"), optNum(r.ImagesFailed, "%.0f"), r.ImageRequests)
+	row("images (service)", "%s processed, %s failed; fetched %s ranged, %s whole; %s bytes read per image",
+		optNum(r.ImagesProcessed, "%.0f"), optNum(r.ImagesFailed, "%.0f"), optNum(r.ImagesFetchedRanged, "%.0f"),
+		optNum(r.ImagesFetchedWhole, "%.0f"), optNum(r.BytesReadPerImage, "%.0f"))
+	row("image host", "%d requests, %d bytes served (%.0f per image)", r.ImageRequests, r.ImageBytesServed, r.ImageBytesServedPerImage)
 	row("cpu", "%s s", optNum(r.CPUSeconds, "%.2f"))
 	row("peak rss", "%s MiB", optNum(mib(r.PeakRSSBytes), "%.1f"))
 	row("measured on", "%s", r.ResourcesScope)
