@@ -168,6 +168,8 @@ func (h *handler) lookup(w http.ResponseWriter, r *http.Request) (uint64, events
 		writeRaw(w, http.StatusBadRequest, emptyObject)
 	case errors.Is(err, events.ErrUnavailable):
 		h.unavailable(w, r, err, logUnavailable)
+	case errors.Is(err, events.ErrStale):
+		h.unavailable(w, r, err, readModelBehind)
 	case isContextError(err):
 		h.unavailable(w, r, err, "status lookup did not complete in time, retry later")
 	default:
@@ -248,6 +250,10 @@ func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
 // logUnavailable is the client's message when the event log cannot be
 // reached or has lost its quorum.
 const logUnavailable = "event log unavailable, retry later"
+
+// readModelBehind is the client's message when the read model has not
+// reached the log yet (events.ErrStale).
+const readModelBehind = "read model is catching up with the event log, retry later"
 
 // unavailable answers 503 with Retry-After and logs the cause at warn.
 func (h *handler) unavailable(w http.ResponseWriter, r *http.Request, err error, msg string) {

@@ -10,8 +10,9 @@ const usage = `usage: retailpulse [COMMAND] [flags]
 Commands:
   serve    run the service (the default when no command is given)
   replay   rebuild job states from the event log and print them
-  verify   rebuild from scratch, compare with a starting service's projection, find stranded jobs
+  verify   rebuild from scratch, compare with the read model database, find stranded jobs
   requeue  put stranded jobs back on the work queue
+  rebuild  delete the read model database and build it again from the log
   bench    load-generate against an in-process service or --url
   help     show this help; "retailpulse help COMMAND" shows a command's flags
 
@@ -40,7 +41,7 @@ func (m *Main) help(ctx context.Context, args []string) int {
 		return exitOK
 	case len(args) == 1:
 		switch args[0] {
-		case "serve", "replay", "verify", "requeue", "bench":
+		case "serve", "replay", "verify", "requeue", "rebuild", "bench":
 			return m.Run(ctx, []string{args[0], "-h"})
 		}
 		fmt.Fprintf(m.Stderr, "retailpulse help: unknown command %q\n%s\n", args[0], usage)
