@@ -11,21 +11,32 @@ import (
 
 // readStmts are the readers' prepared statements on hot paths.
 type readStmts struct {
-	job *sql.Stmt
+	job, visitImages *sql.Stmt
 }
 
 func (s *readStmts) prepare(ctx context.Context, db *sql.DB) error {
-	var err error
-	s.job, err = db.PrepareContext(ctx, `SELECT status, images, processed, failed, errors FROM jobs WHERE job_id = ?`)
-	if err != nil {
-		return fmt.Errorf("sqlview: prepare: %w", err)
+	for _, p := range []struct {
+		st  **sql.Stmt
+		sql string
+	}{
+		{&s.job, `SELECT status, images, processed, failed, errors FROM jobs WHERE job_id = ?`},
+		{&s.visitImages, `SELECT idx, url, state, width, height, perimeter, error FROM images
+			WHERE job_id = ? AND visit = ? ORDER BY idx LIMIT ?`},
+	} {
+		st, err := db.PrepareContext(ctx, p.sql)
+		if err != nil {
+			return fmt.Errorf("sqlview: prepare %q: %w", p.sql, err)
+		}
+		*p.st = st
 	}
 	return nil
 }
 
 func (s *readStmts) close() {
-	if s.job != nil {
-		s.job.Close()
+	for _, st := range []*sql.Stmt{s.job, s.visitImages} {
+		if st != nil {
+			st.Close()
+		}
 	}
 }
 

@@ -165,6 +165,42 @@ func TestView_AgreesWithTheFold(t *testing.T) {
 	}
 }
 
+// sameResults fails t unless every job's image results in v are what
+// events.ResultsOf folds from its history in msgs.
+func sameResults(t testing.TB, msgs []events.Message, v *sqlview.View) {
+	t.Helper()
+	histories := map[uint64]*events.History{}
+	var ids []uint64
+	for _, m := range msgs {
+		if m.Subject == events.SubjectSubmitted && m.Err == nil {
+			if sub, ok := m.Batch.Events[0].(*events.JobSubmitted); ok {
+				histories[m.Seq] = &events.History{ID: m.Seq, Submitted: sub}
+				ids = append(ids, m.Seq)
+			}
+			continue
+		}
+		if id, _, ok := events.ParseJobSubject(m.Subject); ok && histories[id] != nil {
+			histories[id].Records = append(histories[id].Records, events.Record{Seq: m.Seq, Subject: m.Subject, Events: m.Batch.Events})
+		}
+	}
+	for _, id := range ids {
+		var got []events.ImageResult
+		for cursor := ""; ; {
+			page, err := v.Results(context.Background(), id, 3, cursor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, page.Images...)
+			if cursor = page.Next; cursor == "" {
+				break
+			}
+		}
+		if want := events.ResultsOf(histories[id]); !reflect.DeepEqual(got, want) {
+			t.Fatalf("job %d results:\nview %+v\nfold %+v", id, got, want)
+		}
+	}
+}
+
 // randomHistory interleaves the events of several jobs the way owners
 // write them, with duplicates, crashes (restarts), out-of-range images and
 // completions with and without lists.
@@ -257,6 +293,7 @@ func TestView_AgreesWithTheFoldOnRandomHistories(t *testing.T) {
 				i += n
 				sameJobs(t, foldAll(msgs[:i]), v)
 			}
+			sameResults(t, msgs, v)
 		})
 	}
 }
