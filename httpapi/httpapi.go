@@ -7,6 +7,8 @@
 //
 //	POST /api/submit, /api/submit/   201 {"job_id": 123}
 //	GET  /api/status, /api/status/   200 {"status": "...", "job_id": "123"[, "error": [...]]}
+//	GET  /api/results                200 {"job_id", "status", "images": [...], "next_cursor"} (Results)
+//	GET  /api/visits, /api/jobs, /api/stores/{store_id}/summary (Queries)
 //	GET  /healthz                    200 {"status": "ok"}
 //	GET  /readyz                     200 {"status": "ready"} or 503 {"status": "not ready"}
 //	GET  /metrics                    Config.MetricsHandler, when set
@@ -47,11 +49,13 @@ type Jobs interface {
 }
 
 // Results is optional: when Jobs also implements it, GET /api/results
-// serves every image's recorded result. Safe for concurrent use.
+// serves every image's recorded result, a page at a time. Safe for
+// concurrent use.
 type Results interface {
-	// Results returns one entry per image in submission order, or
-	// events.ErrJobNotFound.
-	Results(ctx context.Context, id uint64) ([]events.ImageResult, error)
+	// Results returns the job's status and a page of at most limit of its
+	// images in submission order, after cursor ("" = from the first), or
+	// events.ErrJobNotFound, or events.ErrBadCursor.
+	Results(ctx context.Context, id uint64, limit int, cursor string) (events.ResultPage, error)
 }
 
 // Other defaults of Config.
@@ -129,6 +133,7 @@ type handler struct {
 	now        func() time.Time
 	submits    semaphore // nil = unbounded
 	resultsIn  semaphore // nil = unbounded
+	queries    Queries   // nil unless Jobs implements it
 }
 
 // semaphore bounds work in progress; a nil one admits everything.
@@ -234,6 +239,9 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		h.resultsOf = rs
 		route(r, "/api/results", []string{"/api/results", "/api/results/"},
 			h.requireToken(allowMethods(h.results, http.MethodGet, http.MethodHead)))
+	}
+	if qs, ok := cfg.Jobs.(Queries); ok {
+		h.routeQueries(r, route, qs)
 	}
 	if cfg.MetricsHandler != nil {
 		route(r, "/metrics", []string{"/metrics"},

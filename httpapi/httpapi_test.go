@@ -717,10 +717,10 @@ func (b *blockingJobs) Submit(ctx context.Context, job *events.JobSubmitted, key
 	return b.memJobs.Submit(ctx, job, key)
 }
 
-func (b *blockingJobs) Results(context.Context, uint64) ([]events.ImageResult, error) {
+func (b *blockingJobs) Results(context.Context, uint64, int, string) (events.ResultPage, error) {
 	b.entered <- struct{}{}
 	<-b.release
-	return nil, nil
+	return events.ResultPage{Status: events.StatusCompleted}, nil
 }
 
 var _ Results = (*blockingJobs)(nil)

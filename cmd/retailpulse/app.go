@@ -463,19 +463,8 @@ func (a *App) Submit(ctx context.Context, job *events.JobSubmitted, key string) 
 var (
 	_ httpapi.Jobs    = (*App)(nil)
 	_ httpapi.Results = (*App)(nil)
+	_ httpapi.Queries = (*App)(nil)
 )
-
-// Results implements httpapi.Results: per-image results, read from the
-// job's events in the log.
-func (a *App) Results(ctx context.Context, id uint64) ([]events.ImageResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.SubmitTimeout)
-	defer cancel()
-	h, err := a.eventLog.LoadJob(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	return events.ResultsOf(h), nil
-}
 
 // Status implements httpapi.Jobs from the read model database, once the
 // projection may answer (jsstore.Projection.SyncJob): a job the log holds
