@@ -9,6 +9,7 @@
 //	GET  /api/status, /api/status/   200 {"status": "...", "job_id": "123"[, "error": [...]]}
 //	GET  /api/results                200 {"job_id", "status", "images": [...], "next_cursor"} (Results)
 //	GET  /api/visits, /api/jobs, /api/stores/{store_id}/summary (Queries)
+//	GET  /api/openapi.yaml           the OpenAPI document (Config.OpenAPI)
 //	GET  /healthz                    200 {"status": "ok"}
 //	GET  /readyz                     200 {"status": "ready"} or 503 {"status": "not ready"}
 //	GET  /metrics                    Config.MetricsHandler, when set
@@ -116,6 +117,9 @@ type Config struct {
 	// MaxPendingResults bounds /api/results requests in progress (each
 	// reads a whole job from the log); beyond it 503 at once. 0 = unbounded.
 	MaxPendingResults int
+	// OpenAPI, when set, is served at GET /api/openapi.yaml (behind the
+	// token like every /api/ path): the API's OpenAPI document.
+	OpenAPI []byte
 }
 
 // handler holds a validated Config.
@@ -242,6 +246,15 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	}
 	if qs, ok := cfg.Jobs.(Queries); ok {
 		h.routeQueries(r, route, qs)
+	}
+	if cfg.OpenAPI != nil {
+		spec := cfg.OpenAPI
+		route(r, "/api/openapi.yaml", []string{"/api/openapi.yaml"},
+			h.requireToken(allowMethods(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/yaml")
+				w.WriteHeader(http.StatusOK)
+				w.Write(spec)
+			}, http.MethodGet, http.MethodHead)))
 	}
 	if cfg.MetricsHandler != nil {
 		route(r, "/metrics", []string{"/metrics"},

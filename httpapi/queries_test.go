@@ -170,3 +170,19 @@ func TestHandler_QueriesNeedTheToken(t *testing.T) {
 		}
 	}
 }
+
+// Config.OpenAPI is served as is at /api/openapi.yaml, behind the token.
+func TestHandler_OpenAPIServedWhenSet(t *testing.T) {
+	spec := []byte("openapi: 3.1.0\n")
+	h := mustHandler(t, Config{OpenAPI: spec, APITokens: []string{"secret"}})
+	if rec := serve(h, http.MethodGet, "/api/openapi.yaml", ""); rec.Code != 401 {
+		t.Fatalf("without the token: %d", rec.Code)
+	}
+	rec := serve(h, http.MethodGet, "/api/openapi.yaml", "", "Authorization", "Bearer secret")
+	if rec.Code != 200 || rec.Header().Get("Content-Type") != "application/yaml" || rec.Body.String() != string(spec) {
+		t.Fatalf("GET: %d %q %q", rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+	}
+	if rec := serve(mustHandler(t, Config{}), http.MethodGet, "/api/openapi.yaml", ""); rec.Code != 404 {
+		t.Fatalf("without a document: %d", rec.Code)
+	}
+}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/retailpulse/retailpulse/actors"
 	"github.com/retailpulse/retailpulse/actors/imagefetch"
+	"github.com/retailpulse/retailpulse/docs"
 	"github.com/retailpulse/retailpulse/events"
 	"github.com/retailpulse/retailpulse/events/jsstore"
 	"github.com/retailpulse/retailpulse/events/sqlview"
@@ -295,6 +296,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		OnReject:          a.metrics.SubmitRejected,
 		MaxPendingSubmits: cfg.MaxPendingSubmits,
 		MaxPendingResults: cfg.MaxPendingResults,
+		OpenAPI:           docs.OpenAPI,
 
 		MaxStoreIDLength:   cfg.MaxStoreIDLength,
 		MaxVisitTimeLength: cfg.MaxVisitTimeLength,

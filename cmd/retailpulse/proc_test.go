@@ -245,6 +245,9 @@ func (c *procChild) do(method, path, body string) (int, []byte, error) {
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		recordViolations(contractViolations(req, resp.StatusCode, resp.Header, b))
+	}
 	return resp.StatusCode, b, err
 }
 
