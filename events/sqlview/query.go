@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -99,19 +100,17 @@ func (v *View) Visits(ctx context.Context, f events.VisitFilter) (events.VisitPa
 		if more {
 			page.Visits = page.Visits[:limit]
 		}
-		images := tx.StmtContext(ctx, v.rs.visitImages)
 		budget := maxPageImages
 		for i := range page.Visits {
-			vv := &page.Visits[i]
-			n := min(vv.ImageCount, events.MaxPageLimit)
+			n := min(page.Visits[i].ImageCount, events.MaxPageLimit)
 			if i > 0 && n > budget {
 				page.Visits, more = page.Visits[:i], true
 				break
 			}
 			budget -= n
-			if vv.Images, err = visitImages(ctx, images, vv.JobID, vv.Visit); err != nil {
-				return err
-			}
+		}
+		if err := pageImages(ctx, tx, page.Visits); err != nil {
+			return err
 		}
 		if more {
 			last := page.Visits[len(page.Visits)-1]
@@ -184,25 +183,65 @@ func visitQuery(f events.VisitFilter, limit int) (string, []any, error) {
 	return q, append(args, limit), nil
 }
 
-func visitImages(ctx context.Context, st *sql.Stmt, job uint64, visit int) ([]events.VisitImage, error) {
-	rows, err := st.QueryContext(ctx, job, visit, events.MaxPageLimit)
+// pageImagesQuery selects the images of n visits, given as n (job_id,
+// visit) pairs and a bound on idx.
+func pageImagesQuery(n int) string {
+	var q strings.Builder
+	q.WriteString(`SELECT job_id, visit, idx, url, state, width, height, perimeter, error FROM images
+		WHERE (job_id, visit) IN (VALUES `)
+	for i := range n {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("(?, ?)")
+	}
+	q.WriteString(") AND idx < ?") // pageImages orders each visit's images
+	return q.String()
+}
+
+// pageImages fills in the images of visits (the first
+// events.MaxPageLimit of each) with one query.
+func pageImages(ctx context.Context, tx *sql.Tx, visits []events.VisitView) error {
+	if len(visits) == 0 {
+		return nil
+	}
+	at := make(map[[2]int64]int, len(visits))
+	args := make([]any, 0, 2*len(visits)+1)
+	for i := range visits {
+		args = append(args, visits[i].JobID, visits[i].Visit)
+		at[[2]int64{int64(visits[i].JobID), int64(visits[i].Visit)}] = i
+		visits[i].Images = make([]events.VisitImage, 0, min(visits[i].ImageCount, events.MaxPageLimit))
+	}
+	args = append(args, events.MaxPageLimit)
+	rows, err := tx.QueryContext(ctx, pageImagesQuery(len(visits)), args...)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer rows.Close()
-	out := []events.VisitImage{}
 	for rows.Next() {
+		var job, visit int64
 		var im events.VisitImage
 		var state int
 		var w, h, p sql.NullInt64
 		var e sql.NullString
-		if err := rows.Scan(&im.Index, &im.URL, &state, &w, &h, &p, &e); err != nil {
-			return nil, err
+		if err := rows.Scan(&job, &visit, &im.Index, &im.URL, &state, &w, &h, &p, &e); err != nil {
+			return err
 		}
 		im.State, im.Width, im.Height, im.Perimeter, im.Error = stateName(state), int(w.Int64), int(h.Int64), int(p.Int64), e.String
-		out = append(out, im)
+		if i, ok := at[[2]int64{job, visit}]; ok {
+			visits[i].Images = append(visits[i].Images, im)
+		}
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	byIndex := func(a, b events.VisitImage) int { return a.Index - b.Index }
+	for i := range visits {
+		if !slices.IsSortedFunc(visits[i].Images, byIndex) {
+			slices.SortFunc(visits[i].Images, byIndex)
+		}
+	}
+	return nil
 }
 
 // dayExpr is visit_ts's UTC day (days since 1970-01-01, floored).

@@ -11,7 +11,7 @@ import (
 
 // readStmts are the readers' prepared statements on hot paths.
 type readStmts struct {
-	job, visitImages *sql.Stmt
+	job *sql.Stmt
 }
 
 func (s *readStmts) prepare(ctx context.Context, db *sql.DB) error {
@@ -20,8 +20,6 @@ func (s *readStmts) prepare(ctx context.Context, db *sql.DB) error {
 		sql string
 	}{
 		{&s.job, `SELECT status, images, processed, failed, errors FROM jobs WHERE job_id = ?`},
-		{&s.visitImages, `SELECT idx, url, state, width, height, perimeter, error FROM images
-			WHERE job_id = ? AND visit = ? ORDER BY idx LIMIT ?`},
 	} {
 		st, err := db.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -33,7 +31,7 @@ func (s *readStmts) prepare(ctx context.Context, db *sql.DB) error {
 }
 
 func (s *readStmts) close() {
-	for _, st := range []*sql.Stmt{s.job, s.visitImages} {
+	for _, st := range []*sql.Stmt{s.job} {
 		if st != nil {
 			st.Close()
 		}
