@@ -96,6 +96,12 @@ type procChild struct {
 // if the test failed.
 func procStart(t testing.TB, bin, name, dataDir string, flags ...string) *procChild {
 	t.Helper()
+	return procStartWithin(t, 30*time.Second, bin, name, dataDir, flags...)
+}
+
+// procStartWithin is procStart waiting up to ready for readiness.
+func procStartWithin(t testing.TB, ready time.Duration, bin, name, dataDir string, flags ...string) *procChild {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
 		addr := procFreeAddr(t)
 		args := append([]string{"serve", "--addr", addr, "--data-dir", dataDir,
@@ -127,7 +133,7 @@ func procStart(t testing.TB, bin, name, dataDir string, flags ...string) *procCh
 				t.Logf("output of %s (%s):\n%s", c.name, strings.Join(args, " "), c.out)
 			}
 		})
-		err := c.waitReady(30 * time.Second)
+		err := c.waitReady(ready)
 		if err == nil {
 			return c
 		}

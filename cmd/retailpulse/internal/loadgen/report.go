@@ -52,6 +52,10 @@ type Result struct {
 	ImagesFailed    *float64 `json:"images_failed"`
 	ImageRequests   int64    `json:"image_requests"` // served by the bench's image server
 
+	// The target's largest retailpulse_projection_lag_seconds, read every
+	// 250ms during the run: how far its read model fell behind the log.
+	ProjectionLagMaxSeconds *float64 `json:"projection_lag_max_seconds"`
+
 	CPUSeconds     *float64 `json:"cpu_seconds"`
 	PeakRSSBytes   *float64 `json:"peak_rss_bytes"`
 	ResourcesScope string   `json:"resources_scope"`
@@ -147,6 +151,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row("poll errors", "%d", r.PollErrors)
 	row("events appended", "%s in %s messages", optNum(r.EventsAppended, "%.0f"), optNum(r.EventMessages, "%.0f"))
 	row("images (service)", "%s processed, %s failed; %d image requests served", optNum(r.ImagesProcessed, "%.0f"), optNum(r.ImagesFailed, "%.0f"), r.ImageRequests)
+	row("read model lag", "max %s s (sampled every 250ms)", optNum(r.ProjectionLagMaxSeconds, "%.3f"))
 	row("cpu", "%s s", optNum(r.CPUSeconds, "%.2f"))
 	row("peak rss", "%s MiB", optNum(mib(r.PeakRSSBytes), "%.1f"))
 	row("measured on", "%s", r.ResourcesScope)
