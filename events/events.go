@@ -200,6 +200,10 @@ var (
 	// retry later. Nothing was stored (or, for a write whose answer was
 	// lost, a retry with the same identity resolves it).
 	ErrUnavailable = errors.New("event log unavailable")
+	// ErrStale: the read model has not reached the log yet (catching up
+	// after a start, or behind another instance), and an answer now could
+	// be older than one already given; retry later.
+	ErrStale = errors.New("read model behind the event log")
 )
 
 // Subjects. Broad to narrow, lower case; a few per job, never one per image.

@@ -308,7 +308,10 @@ func TestReadModel_ApplyIsIdempotentAndOrdered(t *testing.T) {
 
 func TestResultsOf_FirstOutcomeWins(t *testing.T) {
 	h := &History{Submitted: submission(Visit{StoreID: "S1", ImageURLs: []string{"a", "b"}}, Visit{StoreID: "S2", ImageURLs: []string{"c"}})}
-	h.Records = []Record{{Events: []Event{ok(0, 1), bad(1, 0, "S2", "http 404"), bad(0, 1, "S1", "late"), ok(5, 5)}}}
+	h.Records = []Record{
+		{Events: []Event{ok(0, 1), bad(1, 0, "S2", "http 404"), bad(0, 1, "S1", "late"), ok(5, 5)}},
+		{Events: []Event{&JobCompleted{Status: StatusFailed}, ok(0, 0)}}, // after completion: ignored
+	}
 	got := ResultsOf(h)
 	want := []ImageResult{
 		{Visit: 0, Index: 0, StoreID: "S1", URL: "a", State: "pending"},

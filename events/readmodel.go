@@ -7,8 +7,9 @@ import (
 	"sync"
 )
 
-// ReadModel is the projection's in-memory state: every job folded from the
-// log. It can be thrown away and rebuilt by replaying the stream.
+// ReadModel is every job folded from the log, in memory: what the operator
+// tools (replay, verify) rebuild from scratch, and a Sink for projections
+// in tests. The service's own read model is on disk (events/sqlview).
 //
 // Apply must be called by one goroutine at a time, in stream order (the
 // projection's consumer); readers may call Job, LastSeq and WaitFor

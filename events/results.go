@@ -21,7 +21,8 @@ const (
 )
 
 // ResultsOf folds a job's history into one result per image, in submission
-// order. As in JobState, the first outcome of an image wins.
+// order. As in JobState, the first outcome of an image wins and nothing
+// after job_completed counts.
 func ResultsOf(h *History) []ImageResult {
 	var out []ImageResult
 	index := make([][]int, len(h.Submitted.Visits)) // [visit][image] -> position in out
@@ -45,6 +46,8 @@ func ResultsOf(h *History) []ImageResult {
 	for _, rec := range h.Records {
 		for _, ev := range rec.Events {
 			switch e := ev.(type) {
+			case *JobCompleted:
+				return out
 			case *ImageProcessed:
 				if r := at(e.ImageRef); r != nil {
 					r.State, r.Width, r.Height, r.Perimeter = ImageProcessedState, e.Width, e.Height, e.Perimeter

@@ -168,6 +168,8 @@ func (h *handler) lookup(w http.ResponseWriter, r *http.Request) (uint64, events
 		writeRaw(w, http.StatusBadRequest, emptyObject)
 	case errors.Is(err, events.ErrUnavailable):
 		h.unavailable(w, r, err, logUnavailable)
+	case errors.Is(err, events.ErrStale):
+		h.unavailable(w, r, err, readModelBehind)
 	case isContextError(err):
 		h.unavailable(w, r, err, "status lookup did not complete in time, retry later")
 	default:
@@ -176,41 +178,56 @@ func (h *handler) lookup(w http.ResponseWriter, r *http.Request) (uint64, events
 	return 0, events.JobView{}, false
 }
 
-// results handles GET /api/results?jobid=N: every image's recorded result,
-// read from the event log. Unknown ids are answered like status does.
+// results handles GET /api/results?jobid=N[&limit=&cursor=]: a page of
+// the job's image results, in submission order. Unknown ids are answered
+// like status does.
 func (h *handler) results(w http.ResponseWriter, r *http.Request) {
 	if !h.resultsIn.tryAcquire() {
 		h.unavailable(w, r, events.ErrOverloaded, "too many results requests in progress, retry later")
 		return
 	}
 	defer h.resultsIn.release()
-	id, view, ok := h.lookup(w, r)
-	if !ok {
+	w.Header().Set("Cache-Control", "no-store")
+	q := r.URL.Query()
+	values := q["jobid"]
+	if len(values) != 1 {
+		writeRaw(w, http.StatusBadRequest, emptyObject)
 		return
 	}
-	images, err := h.resultsOf.Results(r.Context(), id)
+	id, err := events.ParseJobID(values[0])
+	if err != nil {
+		writeRaw(w, http.StatusBadRequest, emptyObject)
+		return
+	}
+	limit, cursor, err := pageParams(q)
+	if err != nil {
+		h.badParam(w, err)
+		return
+	}
+	page, err := h.resultsOf.Results(r.Context(), id, limit, cursor)
 	switch {
 	case err == nil:
 	case errors.Is(err, events.ErrJobNotFound):
 		writeRaw(w, http.StatusBadRequest, emptyObject)
 		return
-	case errors.Is(err, events.ErrUnavailable):
-		h.unavailable(w, r, err, logUnavailable)
-		return
 	case isContextError(err):
 		h.unavailable(w, r, err, "results lookup did not complete in time, retry later")
 		return
 	default:
-		h.internalError(w, r, err)
+		h.queryAnswered(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, resultsResponse{JobID: strconv.FormatUint(id, 10), Status: view.Status, Images: images})
+	if page.Images == nil {
+		page.Images = []events.ImageResult{}
+	}
+	writeJSON(w, http.StatusOK, resultsResponse{JobID: strconv.FormatUint(id, 10), Status: page.Status, Images: page.Images, NextCursor: page.Next})
 }
 
 type resultsResponse struct {
-	JobID  string               `json:"job_id"`
-	Status events.Status        `json:"status"`
-	Images []events.ImageResult `json:"images"`
+	JobID      string               `json:"job_id"`
+	Status     events.Status        `json:"status"`
+	Images     []events.ImageResult `json:"images"`
+	NextCursor string               `json:"next_cursor,omitempty"`
 }
 
 var emptyObject = []byte("{}")
@@ -248,6 +265,10 @@ func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
 // logUnavailable is the client's message when the event log cannot be
 // reached or has lost its quorum.
 const logUnavailable = "event log unavailable, retry later"
+
+// readModelBehind is the client's message when the read model has not
+// reached the log yet (events.ErrStale).
+const readModelBehind = "read model is catching up with the event log, retry later"
 
 // unavailable answers 503 with Retry-After and logs the cause at warn.
 func (h *handler) unavailable(w http.ResponseWriter, r *http.Request, err error, msg string) {

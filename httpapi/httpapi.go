@@ -9,6 +9,9 @@
 //	GET  /api/status, /api/status/   200 {"status": "...", "job_id": "123"[, "error": [...]]}
 //	GET  /api/jobs/{id}/events       text/event-stream (Config.Streams; see sse.go)
 //	GET  /api/events                 text/event-stream (Config.Streams; see sse.go)
+//	GET  /api/results                200 {"job_id", "status", "images": [...], "next_cursor"} (Results)
+//	GET  /api/visits, /api/jobs, /api/stores/{store_id}/summary (Queries)
+//	GET  /api/openapi.yaml           the OpenAPI document (Config.OpenAPI)
 //	GET  /healthz                    200 {"status": "ok"}
 //	GET  /readyz                     200 {"status": "ready"} or 503 {"status": "not ready"}
 //	GET  /metrics                    Config.MetricsHandler, when set
@@ -49,11 +52,13 @@ type Jobs interface {
 }
 
 // Results is optional: when Jobs also implements it, GET /api/results
-// serves every image's recorded result. Safe for concurrent use.
+// serves every image's recorded result, a page at a time. Safe for
+// concurrent use.
 type Results interface {
-	// Results returns one entry per image in submission order, or
-	// events.ErrJobNotFound.
-	Results(ctx context.Context, id uint64) ([]events.ImageResult, error)
+	// Results returns the job's status and a page of at most limit of its
+	// images in submission order, after cursor ("" = from the first), or
+	// events.ErrJobNotFound, or events.ErrBadCursor.
+	Results(ctx context.Context, id uint64, limit int, cursor string) (events.ResultPage, error)
 }
 
 // Other defaults of Config.
@@ -118,6 +123,9 @@ type Config struct {
 	// (GET /api/jobs/{id}/events and GET /api/events: see sse.go); it must
 	// be running (Streams.Run). Jobs.Status tells which jobs exist.
 	Streams *Streams
+	// OpenAPI, when set, is served at GET /api/openapi.yaml (behind the
+	// token like every /api/ path): the API's OpenAPI document.
+	OpenAPI []byte
 }
 
 // handler holds a validated Config.
@@ -136,6 +144,7 @@ type handler struct {
 	submits    semaphore // nil = unbounded
 	resultsIn  semaphore // nil = unbounded
 	streams    *Streams  // nil: no event-stream routes
+	queries    Queries   // nil unless Jobs implements it
 }
 
 // semaphore bounds work in progress; a nil one admits everything.
@@ -248,6 +257,18 @@ func NewHandler(cfg Config) (http.Handler, error) {
 			h.requireToken(allowMethods(h.jobEvents, http.MethodGet)))
 		route(r, "/api/events", []string{"/api/events", "/api/events/"},
 			h.requireToken(allowMethods(h.allEvents, http.MethodGet)))
+	}
+	if qs, ok := cfg.Jobs.(Queries); ok {
+		h.routeQueries(r, route, qs)
+	}
+	if cfg.OpenAPI != nil {
+		spec := cfg.OpenAPI
+		route(r, "/api/openapi.yaml", []string{"/api/openapi.yaml"},
+			h.requireToken(allowMethods(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/yaml")
+				w.WriteHeader(http.StatusOK)
+				w.Write(spec)
+			}, http.MethodGet, http.MethodHead)))
 	}
 	if cfg.MetricsHandler != nil {
 		route(r, "/metrics", []string{"/metrics"},

@@ -408,6 +408,7 @@ func TestHandler_StatusErrors(t *testing.T) {
 		{"not found wrapped", fmt.Errorf("load job 5: %w", events.ErrJobNotFound), 400, `{}`},
 		{"deadline", context.DeadlineExceeded, 503, errorBody("status lookup did not complete in time, retry later")},
 		{"log unavailable", fmt.Errorf("load job 5: %w: no leader", events.ErrUnavailable), 503, errorBody("event log unavailable, retry later")},
+		{"read model behind", fmt.Errorf("%w: applied 3 of 9", events.ErrStale), 503, errorBody("read model is catching up with the event log, retry later")},
 		{"other", errors.New("projection stopped"), 500, `{"error":"internal error"}`},
 	}
 	for _, tt := range tests {
@@ -416,6 +417,9 @@ func TestHandler_StatusErrors(t *testing.T) {
 			jobs.statusErr = tt.err
 			rec := serve(mustHandler(t, Config{Jobs: jobs}), http.MethodGet, "/api/status?jobid=5", "")
 			checkJSON(t, rec, tt.code, tt.body)
+			if tt.code == 503 && rec.Header().Get("Retry-After") == "" {
+				t.Error("503 without Retry-After")
+			}
 		})
 	}
 }
@@ -713,10 +717,10 @@ func (b *blockingJobs) Submit(ctx context.Context, job *events.JobSubmitted, key
 	return b.memJobs.Submit(ctx, job, key)
 }
 
-func (b *blockingJobs) Results(context.Context, uint64) ([]events.ImageResult, error) {
+func (b *blockingJobs) Results(context.Context, uint64, int, string) (events.ResultPage, error) {
 	b.entered <- struct{}{}
 	<-b.release
-	return nil, nil
+	return events.ResultPage{Status: events.StatusCompleted}, nil
 }
 
 var _ Results = (*blockingJobs)(nil)

@@ -28,8 +28,9 @@ import (
 
 // logJobs is Jobs on the real log and projection.
 type logJobs struct {
-	log  *jsstore.EventLog
-	proj *jsstore.Projection
+	log   *jsstore.EventLog
+	proj  *jsstore.Projection
+	model *events.ReadModel
 }
 
 func (j logJobs) Submit(ctx context.Context, job *events.JobSubmitted, key string) (uint64, bool, error) {
@@ -37,7 +38,13 @@ func (j logJobs) Submit(ctx context.Context, job *events.JobSubmitted, key strin
 }
 
 func (j logJobs) Status(ctx context.Context, id uint64) (events.JobView, error) {
-	return j.proj.Status(ctx, id)
+	if err := j.proj.SyncJob(ctx, id); err != nil {
+		return events.JobView{}, err
+	}
+	if v, ok := j.model.Job(id); ok {
+		return v, nil
+	}
+	return events.JobView{}, events.ErrJobNotFound
 }
 
 // countingObserver counts what a StreamObserver is told.
@@ -92,7 +99,8 @@ type sseEnv struct {
 func newSSEEnv(t *testing.T, scfg StreamsConfig, cfg Config, configure func(*http.Server)) *sseEnv {
 	t.Helper()
 	eventLog := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{})
-	proj := jsstore.NewProjection(eventLog, events.NewReadModel(), slog.New(slog.DiscardHandler), nil)
+	model := events.NewReadModel()
+	proj := jsstore.NewProjection(eventLog, model, slog.New(slog.DiscardHandler), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
@@ -106,7 +114,7 @@ func newSSEEnv(t *testing.T, scfg StreamsConfig, cfg Config, configure func(*htt
 	}
 	env.streams = streams
 	wg.Go(func() { _ = streams.Run(ctx) })
-	cfg.Jobs, cfg.Streams = logJobs{eventLog, proj}, streams
+	cfg.Jobs, cfg.Streams = logJobs{eventLog, proj, model}, streams
 	h := mustHandler(t, cfg)
 	env.srv = httptest.NewUnstartedServer(h)
 	if configure != nil {

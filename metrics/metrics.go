@@ -123,6 +123,7 @@ type Metrics struct {
 	projectionSequence   prometheus.Gauge
 	projectionApplied    prometheus.Counter
 	projectionDuplicates prometheus.Counter
+	projectionLag        prometheus.Gauge
 
 	submitRejected *prometheus.CounterVec
 	logWritable    prometheus.Gauge
@@ -214,6 +215,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "projection_duplicates_total",
 			Help: "Events the projection ignored because their outcome was already recorded.",
 		}),
+		projectionLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "projection_lag_seconds",
+			Help: "Age of the last message the projection applied, when it was committed to the read model.",
+		}),
 
 		submitRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "submit_rejected_total",
@@ -265,7 +270,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.imagesProcessed, m.imagesFailed, m.imagesInflight, m.imageSeconds, m.downloadSeconds,
 		m.imagesFetched, m.imageBytesRead,
 		m.appendSeconds, m.batchEvents,
-		m.projectionSequence, m.projectionApplied, m.projectionDuplicates,
+		m.projectionSequence, m.projectionApplied, m.projectionDuplicates, m.projectionLag,
 		m.submitRejected, m.logWritable, m.refreshErrors,
 		m.httpRequests, m.httpDuration,
 	)
@@ -392,12 +397,16 @@ func (m *Metrics) Append(kind string, events int, d time.Duration) {
 
 // ProjectionApplied records that the projection applied messages up to
 // stream sequence seq, folding events events and ignoring duplicates
-// duplicates. Negative counts are ignored.
-func (m *Metrics) ProjectionApplied(seq uint64, events int, duplicates int) {
+// duplicates, the last of them lag after the log stored it. Negative
+// counts and lags are ignored.
+func (m *Metrics) ProjectionApplied(seq uint64, events int, duplicates int, lag time.Duration) {
 	if m == nil {
 		return
 	}
 	m.projectionSequence.Set(float64(seq))
+	if lag >= 0 {
+		m.projectionLag.Set(lag.Seconds())
+	}
 	if events > 0 {
 		m.projectionApplied.Add(float64(events))
 	}

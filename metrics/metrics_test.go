@@ -238,11 +238,12 @@ retailpulse_event_batch_events_count 4
 
 func TestMetrics_Projection(t *testing.T) {
 	m, reg := MustNew(t)
-	m.ProjectionApplied(10, 4, 0)
-	m.ProjectionApplied(12, 2, 1)
-	m.ProjectionApplied(13, -1, -1) // ignored counts
+	m.ProjectionApplied(10, 4, 0, time.Second)
+	m.ProjectionApplied(12, 2, 1, 250*time.Millisecond)
+	m.ProjectionApplied(13, -1, -1, -time.Second) // ignored counts and lag
 
 	assertValue(t, reg, "retailpulse_projection_last_sequence", nil, 13)
+	assertValue(t, reg, "retailpulse_projection_lag_seconds", nil, 0.25)
 	assertValue(t, reg, "retailpulse_projection_events_applied_total", nil, 6)
 	assertValue(t, reg, "retailpulse_projection_duplicates_total", nil, 1)
 }
@@ -320,7 +321,7 @@ func TestHandler_Scrape(t *testing.T) {
 	m.ImageProcessed(time.Second)
 	m.ImageFailed("http 404", time.Second)
 	m.Append("submitted", 1, time.Millisecond)
-	m.ProjectionApplied(1, 1, 0)
+	m.ProjectionApplied(1, 1, 0, 0)
 	m.SubmitRejected("overloaded")
 	m.Download(time.Millisecond)
 	m.ImageFetched("ranged", 65536)
@@ -358,6 +359,7 @@ func TestHandler_Scrape(t *testing.T) {
 		"retailpulse_projection_last_sequence 1",
 		"retailpulse_projection_events_applied_total 1",
 		"retailpulse_projection_duplicates_total 0",
+		"retailpulse_projection_lag_seconds",
 		`retailpulse_submit_rejected_total{reason="overloaded"} 1`,
 		`retailpulse_http_requests_total{code="200",method="get",route="/metrics"} 1`,
 		`retailpulse_http_request_duration_seconds_bucket{route="/metrics"`,
@@ -413,7 +415,7 @@ func TestMetrics_Nil(t *testing.T) {
 		m.Download(time.Second)
 		m.ImageFetched("ranged", 1)
 		m.Append("images", 10, time.Millisecond)
-		m.ProjectionApplied(1, 1, 1)
+		m.ProjectionApplied(1, 1, 1, 0)
 		m.SubmitRejected("invalid")
 
 		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -44,6 +45,16 @@ func (m *Master) Lookup(id string) (Store, bool) {
 
 // Len returns the number of stores.
 func (m *Master) Len() int { return len(m.stores) }
+
+// Stores returns every store, ordered by id. The slice is the caller's.
+func (m *Master) Stores() []Store {
+	out := make([]Store, 0, len(m.stores))
+	for _, s := range m.stores {
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b Store) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
 
 // Source returns where the store master was loaded from: a file path, or
 // "sample" for the embedded sample.

@@ -21,8 +21,10 @@ import (
 
 	"github.com/retailpulse/retailpulse/actors"
 	"github.com/retailpulse/retailpulse/actors/imagefetch"
+	"github.com/retailpulse/retailpulse/docs"
 	"github.com/retailpulse/retailpulse/events"
 	"github.com/retailpulse/retailpulse/events/jsstore"
+	"github.com/retailpulse/retailpulse/events/sqlview"
 	"github.com/retailpulse/retailpulse/httpapi"
 	"github.com/retailpulse/retailpulse/metrics"
 	"github.com/retailpulse/retailpulse/storemaster"
@@ -70,6 +72,8 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		return m.verify(ctx, args)
 	case "requeue":
 		return m.requeue(ctx, args)
+	case "rebuild":
+		return m.rebuild(ctx, args)
 	case "bench":
 		return m.bench(ctx, args)
 	case "submit":
@@ -129,14 +133,16 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 }
 
 // App is one running instance: NATS (embedded or external), the event
-// store, the projection, the engine and the HTTP server.
+// store, the projection into the read model database, the engine and the
+// HTTP server.
 type App struct {
 	cfg        serveConfig
 	log        *slog.Logger
-	lock       *os.File       // data dir lock; nil with an external NATS
+	lock       *os.File       // data dir lock
 	ns         *server.Server // nil with an external NATS
 	nc         *nats.Conn
 	eventLog   *jsstore.EventLog
+	view       *sqlview.View // the read model, <data-dir>/readmodel.db
 	projection *jsstore.Projection
 	engine     *actors.Engine
 	fetcher    *imagefetch.Fetcher
@@ -172,10 +178,12 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	}
 	log.Info("store master loaded", "source", stores.Source(), "stores", stores.Len())
 
+	// The data dir holds the read model database (and, embedded, the NATS
+	// data): one process at a time.
+	if a.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("%w: --data-dir: %v", errConfig, err)
+	}
 	if cfg.NATSURL == "" {
-		if a.lock, err = lockDataDir(cfg.DataDir); err != nil {
-			return nil, fmt.Errorf("%w: --data-dir: %v", errConfig, err)
-		}
 		dir := filepath.Join(cfg.DataDir, "nats")
 		sc := jsstore.ServerConfig{
 			Name: "retailpulse", StoreDir: dir, SyncAlways: cfg.syncAlways, SyncInterval: cfg.syncInterval, Logger: log,
@@ -237,14 +245,18 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 
 	a.registry = prometheus.NewRegistry()
 	a.metrics = metrics.New(a.registry)
-	snapshots, err := a.eventLog.Snapshots(openCtx)
-	if err != nil {
+	if a.view, err = openView(openCtx, a.eventLog, cfg.DataDir, stores, log); err != nil {
 		return nil, err
 	}
-	a.projection = jsstore.NewProjection(a.eventLog, restoreModel(openCtx, snapshots, log), log, func(seq uint64, res events.ApplyResult) {
-		a.metrics.ProjectionApplied(seq, res.Applied, res.Duplicates)
+	a.projection = jsstore.NewProjection(a.eventLog, a.view, log, func(r jsstore.Applied) {
+		a.metrics.ProjectionApplied(r.Seq, r.Result.Applied, r.Result.Duplicates, r.Lag)
 	})
-	a.projection.EnableSnapshots(snapshots, cfg.SnapshotEvery)
+	// Instances sharing a log answer reads only once their projection has
+	// reached the log's end as of the read: never older than what another
+	// instance already answered. A sole instance needs that only until it
+	// has caught up after its start.
+	a.projection.Linearizable = cfg.NATSURL != ""
+	a.projection.ReadWait = min(cfg.SubmitTimeout, 2*time.Second)
 
 	a.fetcher = imagefetch.New(imagefetch.Config{AllowPrivateNetworks: cfg.AllowPrivateNetworks, UserAgent: "retailpulse/1", TotalTimeout: cfg.ImageTimeout, PerHostConcurrency: cfg.PerHostConcurrency, Observer: a.metrics})
 	pause := actors.RandomPause(cfg.pauseMin, cfg.pauseMax)
@@ -295,6 +307,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		MaxPendingSubmits: cfg.MaxPendingSubmits,
 		MaxPendingResults: cfg.MaxPendingResults,
 		Streams:           a.streams,
+		OpenAPI:           docs.OpenAPI,
 
 		MaxStoreIDLength:   cfg.MaxStoreIDLength,
 		MaxVisitTimeLength: cfg.MaxVisitTimeLength,
@@ -308,22 +321,6 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		return nil, fmt.Errorf("%w: --addr: %v", errConfig, err)
 	}
 	return a, nil
-}
-
-// restoreModel starts the read model from the latest usable snapshot, or
-// empty (full replay) when there is none or it is unusable.
-func restoreModel(ctx context.Context, sn *jsstore.Snapshots, log *slog.Logger) *events.ReadModel {
-	start := time.Now()
-	model, err := sn.Load(ctx)
-	switch {
-	case err == nil:
-		log.Info("read model restored from snapshot", "seq", model.LastSeq(), "took", time.Since(start).Round(time.Millisecond))
-		return model
-	case errors.Is(err, jsstore.ErrNoSnapshot):
-	default:
-		log.Warn("ignoring snapshot; replaying the whole log", "err", err)
-	}
-	return events.NewReadModel()
 }
 
 func (a *App) pause(ctx context.Context, def func(context.Context) error) error {
@@ -480,35 +477,39 @@ func (a *App) Submit(ctx context.Context, job *events.JobSubmitted, key string) 
 var (
 	_ httpapi.Jobs    = (*App)(nil)
 	_ httpapi.Results = (*App)(nil)
+	_ httpapi.Queries = (*App)(nil)
 )
 
-// Results implements httpapi.Results: per-image results, read from the
-// job's events in the log.
-func (a *App) Results(ctx context.Context, id uint64) ([]events.ImageResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.SubmitTimeout)
-	defer cancel()
-	h, err := a.eventLog.LoadJob(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	return events.ResultsOf(h), nil
-}
-
-// Status implements httpapi.Jobs.
-// Jobs the projection has applied are answered from memory, even while the
-// log is unavailable; others wait for the log at most --submit-timeout.
+// Status implements httpapi.Jobs from the read model database, once the
+// projection may answer (jsstore.Projection.SyncJob): a job the log holds
+// is never answered as unknown, and no answer is older than one already
+// given. While the projection is behind it waits, at most --submit-timeout
+// and 2s, then answers events.ErrStale (503).
+//
+// A job the read model already holds as completed or failed is answered at
+// once, without asking the log where it ends: a terminal answer is final,
+// so no answer given anywhere can be newer. That keeps status of finished
+// jobs answering while the log has no quorum.
 func (a *App) Status(ctx context.Context, id uint64) (events.JobView, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.SubmitTimeout)
 	defer cancel()
-	return a.projection.Status(ctx, id)
+	if v, err := a.view.Job(ctx, id); err == nil && v.Status != events.StatusOngoing {
+		return v, nil
+	}
+	if err := a.projection.SyncJob(ctx, id); err != nil {
+		return events.JobView{}, err
+	}
+	return a.view.Job(ctx, id)
 }
 
 // Run serves until ctx ends or a component (HTTP server, projection,
 // engine) fails, then shuts down in order: readiness off; the
 // engine stops taking jobs and lets in-flight images finish for up to
 // --shutdown-timeout, appends what finished and hands unfinished jobs back;
-// the HTTP server stops (in-flight requests get 10s); the projection stops;
-// the NATS connection drains; the embedded server stops last. It returns
+// the HTTP server stops (in-flight requests get 10s); the projection stops
+// (a run of messages it was applying is rolled back, and applied again at
+// the next start); the read model database closes; the NATS connection
+// drains; the embedded server stops last. It returns
 // after every goroutine it started has returned: nil after a shutdown
 // requested through ctx, the first component's error otherwise (the process
 // then exits non-zero). The App cannot be reused.
@@ -570,25 +571,24 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	cancelRun()
 	wg.Wait()
-	if a.projection.CaughtUp() {
-		snapCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := a.projection.SaveSnapshot(snapCtx); err != nil {
-			a.log.Warn("snapshot at shutdown not saved", "err", err)
-		}
-		cancel()
-	}
 	a.close()
 	a.log.Info("shutdown complete")
 	return runErr
 }
 
-// close drains the NATS connection and stops the embedded server last.
+// close closes the read model, drains the NATS connection and stops the
+// embedded server last.
 func (a *App) close() {
 	if a.fetcher != nil {
 		a.fetcher.Close()
 	}
 	if a.listener != nil {
 		_ = a.listener.Close()
+	}
+	if a.view != nil {
+		if err := a.view.Close(); err != nil {
+			a.log.Warn("read model close", "err", err)
+		}
 	}
 	if a.nc != nil {
 		if err := a.nc.Drain(); err != nil {

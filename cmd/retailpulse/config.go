@@ -50,7 +50,6 @@ type serveConfig struct {
 	MaxPendingSubmits    int
 	MaxPendingResults    int
 	MaxQueuedJobs        int
-	SnapshotEvery        uint64
 	ImageTimeout         time.Duration
 	PerHostConcurrency   int
 	AppendLinger         time.Duration
@@ -76,7 +75,7 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "HTTP listen address")
-	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "directory for the embedded NATS server's data")
+	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "directory for the read model database (readmodel.db) and, without --nats-url, the embedded NATS server's data")
 	fs.StringVar(&cfg.Stores, "stores", "", "store master CSV (AreaCode,StoreName,StoreID); empty = built-in sample")
 	fs.BoolVar(&cfg.AllowPrivateNetworks, "allow-private-networks", false, "permit image URLs on loopback and private addresses (tests, local demos)")
 	fs.StringVar(&cfg.GPUPause, "gpu-pause", "100ms-400ms", "pause per image imitating GPU work: MIN-MAX, a single duration, or 0")
@@ -107,7 +106,6 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxPendingSubmits, "max-pending-submits", 256, "submits in progress at once, counted before the body is read (503 above)")
 	fs.IntVar(&cfg.MaxPendingResults, "max-pending-results", 16, "/api/results requests in progress at once, each reading a whole job from the log (503 above)")
 	fs.IntVar(&cfg.MaxQueuedJobs, "max-queued-jobs", 10_000, "jobs waiting for an owner before submits answer 503 (0 = unbounded)")
-	fs.Uint64Var(&cfg.SnapshotEvery, "snapshot-every", 100_000, "messages applied between read model snapshots (restart shortcut)")
 	fs.StringVar(&cfg.APIToken, "api-token", "", "require Authorization: Bearer <token> on /api/* (comma-separated for several)")
 	cfg.subscriberFlags(fs)
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -177,7 +175,7 @@ func (cfg *serveConfig) validate() error {
 		what string
 	}{
 		{cfg.Addr != "", "--addr is required"},
-		{cfg.DataDir != "" || cfg.NATSURL != "", "--data-dir is required with the embedded server"},
+		{cfg.DataDir != "", "--data-dir is required (it holds the read model database)"},
 		{cfg.Replicas == 1 || cfg.Replicas == 3 || cfg.Replicas == 5, "--replicas must be 1, 3 or 5"},
 		{cfg.NATSURL != "" || cfg.Replicas == 1, "--replicas above 1 needs --nats-url (a cluster)"},
 		{cfg.MaxStreamBytes >= 1<<20, "--max-stream-bytes must be at least 1 MiB"},
@@ -200,7 +198,6 @@ func (cfg *serveConfig) validate() error {
 		{cfg.MaxPendingSubmits > 0, "--max-pending-submits must be positive"},
 		{cfg.MaxPendingResults > 0, "--max-pending-results must be positive"},
 		{cfg.MaxQueuedJobs >= 0, "--max-queued-jobs must not be negative"},
-		{cfg.SnapshotEvery > 0, "--snapshot-every must be positive"},
 		{cfg.LogFormat == "text" || cfg.LogFormat == "json", "--log-format must be text or json"},
 	}
 	for _, c := range checks {
@@ -264,7 +261,7 @@ func (cfg *serveConfig) redacted() []any {
 		"shutdown_timeout", cfg.ShutdownTimeout, "max_body_bytes", cfg.MaxBodyBytes,
 		"max_visits", cfg.MaxVisits, "max_images", cfg.MaxImages, "max_url_length", cfg.MaxURLLength,
 		"max_store_id_length", cfg.MaxStoreIDLength, "max_visit_time_length", cfg.MaxVisitTimeLength,
-		"max_pending_submits", cfg.MaxPendingSubmits, "max_pending_results", cfg.MaxPendingResults, "max_queued_jobs", cfg.MaxQueuedJobs, "snapshot_every", cfg.SnapshotEvery, "api_token", token,
+		"max_pending_submits", cfg.MaxPendingSubmits, "max_pending_results", cfg.MaxPendingResults, "max_queued_jobs", cfg.MaxQueuedJobs, "api_token", token,
 		"max_streams", cfg.MaxStreams, "nats_listen", orDefault(cfg.NATSListen, "(off)"),
 		"subscriber_password", secret(cfg.SubscriberPassword), "nats_password", secret(cfg.NATSPassword),
 	}

@@ -30,6 +30,9 @@ func checkToolDataDir(dir string) error {
 	return fmt.Errorf("--data-dir %s: %w", dir, err)
 }
 
+// errDataDirInUse: another process holds the data dir's lock.
+var errDataDirInUse = errors.New("is in use by another retailpulse process")
+
 // lockDataDir takes an exclusive lock on dir, so a service and an operator
 // tool never open the same embedded store at once. The lock is released
 // when the returned file is closed or the process exits.
@@ -44,7 +47,7 @@ func lockDataDir(dir string) (*os.File, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("data dir %s is in use by another retailpulse process", dir)
+			return nil, fmt.Errorf("data dir %s %w", dir, errDataDirInUse)
 		}
 		return nil, err
 	}

@@ -164,6 +164,8 @@ func jobBody(visits ...visit) string {
 	return string(b)
 }
 
+// do sends a request and returns the answer, which must agree with the
+// OpenAPI document (see contract_test.go).
 func do(t testing.TB, method, url, body string) (int, http.Header, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
@@ -176,6 +178,9 @@ func do(t testing.TB, method, url, body string) (int, http.Header, string) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	for _, v := range contractViolations(req, resp.StatusCode, resp.Header, b) {
+		t.Errorf("breaks docs/openapi.yaml: %s", v)
+	}
 	return resp.StatusCode, resp.Header, string(b)
 }
 

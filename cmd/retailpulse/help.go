@@ -10,8 +10,9 @@ const usage = `usage: retailpulse [COMMAND] [flags]
 Commands:
   serve    run the service (the default when no command is given)
   replay   rebuild job states from the event log and print them
-  verify   rebuild from scratch, compare with a starting service's projection, find stranded jobs
+  verify   rebuild from scratch, compare with the read model database, find stranded jobs
   requeue  put stranded jobs back on the work queue
+  rebuild  delete the read model database and build it again from the log
   bench    load-generate against an in-process service or --url
   submit   submit a job from a JSON file and print its id (--wait: then watch it)
   watch    show a job's progress live, then its final status
@@ -43,7 +44,7 @@ func (m *Main) help(ctx context.Context, args []string) int {
 		return exitOK
 	case len(args) == 1:
 		switch args[0] {
-		case "serve", "replay", "verify", "requeue", "bench", "submit", "watch":
+		case "serve", "replay", "verify", "requeue", "rebuild", "bench", "submit", "watch":
 			return m.Run(ctx, []string{args[0], "-h"})
 		}
 		fmt.Fprintf(m.Stderr, "retailpulse help: unknown command %q\n%s\n", args[0], usage)

@@ -65,7 +65,7 @@ type procBuilt struct {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := checkLateViolations(m.Run())
 	if procBuilds.dir != "" {
 		os.RemoveAll(procBuilds.dir)
 	}
@@ -293,9 +293,15 @@ type procChild struct {
 // if the test failed.
 func procStart(t testing.TB, bin, name, dataDir string, flags ...string) *procChild {
 	t.Helper()
+	return procStartWithin(t, 30*time.Second, bin, name, dataDir, flags...)
+}
+
+// procStartWithin is procStart waiting up to ready for readiness.
+func procStartWithin(t testing.TB, ready time.Duration, bin, name, dataDir string, flags ...string) *procChild {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
 		c := procLaunch(t, bin, name, dataDir, flags...)
-		err := c.waitReady(30 * time.Second)
+		err := c.waitReady(ready)
 		if err == nil {
 			return c
 		}
@@ -408,6 +414,9 @@ func (c *procChild) doResp(method, path, body string) (int, http.Header, []byte,
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		recordViolations(contractViolations(req, resp.StatusCode, resp.Header, b))
+	}
 	return resp.StatusCode, resp.Header, b, err
 }
 

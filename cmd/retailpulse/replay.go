@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -86,6 +87,20 @@ func (l *logFlags) open(ctx context.Context) (eventLog *jsstore.EventLog, closeF
 		err = fmt.Errorf("--data-dir %s: no retailpulse data here (no stream %q in nats/); %s", l.dataDir, l.stream, toolDataHint)
 	}
 	return eventLog, cleanup, err
+}
+
+// lockForDatabase locks the data dir for its read model database. open
+// already holds the lock of an embedded data dir; with --nats-url the data
+// dir holds only the database, and is created if missing.
+func (l *logFlags) lockForDatabase() (unlock func(), err error) {
+	if l.natsURL == "" {
+		return func() {}, nil
+	}
+	lock, err := lockDataDir(l.dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("--data-dir: %w", err)
+	}
+	return func() { lock.Close() }, nil
 }
 
 // rebuild folds the log from the start into a fresh read model, stopping
@@ -270,11 +285,12 @@ func tableCell(s string) string {
 	return b.String()
 }
 
-// verify rebuilds every job from scratch and compares it with what the
-// projection of a starting service serves (the latest snapshot plus the
-// log after it), checks each job's invariants, and finds stranded jobs:
-// unfinished jobs the work consumer will never deliver again. Exit 0 when
-// all agree, 1 on any problem, 2 when it cannot run.
+// verify rebuilds every job from scratch and compares it with the read
+// model database in the data dir (caught up with the log first, as a
+// starting service would), checks each job's invariants and the
+// database's counters, and finds stranded jobs: unfinished jobs the work
+// consumer will never deliver again. Without a database it checks the log
+// alone. Exit 0 when all agree, 1 on any problem, 2 when it cannot run.
 func (m *Main) verify(ctx context.Context, args []string) int {
 	var lf logFlags
 	fs := flag.NewFlagSet("retailpulse verify", flag.ContinueOnError)
@@ -306,11 +322,10 @@ func (m *Main) verify(ctx context.Context, args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	live, err := liveModel(ctx, eventLog, info.LastSeq, slog.New(slog.NewTextHandler(m.Stderr, nil)))
+	problems, err := m.verifyDatabase(ctx, &lf, eventLog, info.LastSeq, scratch.model.Jobs())
 	if err != nil {
 		return fail(err)
 	}
-	problems := compareModels(scratch.model, live)
 	if scratch.bad > 0 {
 		problems = append(problems, fmt.Sprintf("%d messages could not be applied", scratch.bad))
 	}
@@ -338,52 +353,83 @@ func (m *Main) verify(ctx context.Context, args []string) int {
 	return exitOK
 }
 
-// liveModel builds the read model exactly as a starting service does (the
-// latest usable snapshot, then the log after it) until it has applied
-// sequence last.
-func liveModel(ctx context.Context, eventLog *jsstore.EventLog, last uint64, log *slog.Logger) (*events.ReadModel, error) {
-	model := events.NewReadModel()
-	if sn, err := eventLog.ExistingSnapshots(ctx); err == nil {
-		model = restoreModel(ctx, sn, log)
-	} else if !errors.Is(err, jsstore.ErrNoSnapshot) {
+// verifyDatabase compares want (a fresh fold of the log up to sequence
+// last) with the read model database in the data dir, caught up to last
+// first, and checks the database's counters. Without a database, or when a
+// running instance holds it, it says so and checks want's invariants only.
+func (m *Main) verifyDatabase(ctx context.Context, lf *logFlags, eventLog *jsstore.EventLog, last uint64, want []events.JobView) ([]string, error) {
+	alone := func() []string {
+		var out []string
+		for _, v := range want {
+			out = append(out, invariants(v)...)
+		}
+		return out
+	}
+	dbPath := filepath.Join(lf.dataDir, readModelFile)
+	if _, err := os.Stat(dbPath); err != nil {
+		fmt.Fprintf(m.Stdout, "verify: no read model database at %s; checking the log alone\n", dbPath)
+		return alone(), nil
+	}
+	unlock, err := lf.lockForDatabase()
+	if errors.Is(err, errDataDirInUse) {
+		fmt.Fprintf(m.Stdout, "verify: the read model database at %s is in use by a running instance; checking the log alone\n", dbPath)
+		return alone(), nil
+	}
+	if err != nil {
 		return nil, err
 	}
-	p := jsstore.NewProjection(eventLog, model, nil, nil)
-	pctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(pctx) }()
-	wctx, wcancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer wcancel()
-	err := model.WaitFor(wctx, last)
-	cancel()
-	<-done
-	return model, err
+	defer unlock()
+	log := slog.New(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	view, err := openView(ctx, eventLog, lf.dataDir, nil, log)
+	if err != nil {
+		return nil, err
+	}
+	defer view.Close()
+	if err := catchUp(ctx, eventLog, view, last, log); err != nil {
+		return nil, err
+	}
+	problems, err := compareJobs(ctx, want, view.EachJob)
+	if err != nil {
+		return nil, err
+	}
+	counters, err := view.CheckCounters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return append(problems, counters...), nil
 }
 
-// compareModels lists every job that differs between the two models, and
-// every job whose state breaks an invariant.
-func compareModels(want, got *events.ReadModel) []string {
+// compareJobs lists every job that differs between want (a fresh fold of
+// the log, in id order) and the jobs each yields in id order (the read
+// model database), and every job of want whose state breaks an invariant.
+func compareJobs(ctx context.Context, want []events.JobView, each func(context.Context, func(events.JobView) error) error) ([]string, error) {
 	var out []string
-	gotJobs := map[uint64]events.JobView{}
-	for _, v := range got.Jobs() {
-		gotJobs[v.ID] = v
-	}
-	for _, w := range want.Jobs() {
-		g, ok := gotJobs[w.ID]
-		delete(gotJobs, w.ID)
-		switch {
-		case !ok:
-			out = append(out, fmt.Sprintf("job %d: missing from the live projection", w.ID))
-		case !reflect.DeepEqual(w, g):
-			out = append(out, fmt.Sprintf("job %d: rebuilt %+v, live %+v", w.ID, w, g))
+	i := 0
+	err := each(ctx, func(g events.JobView) error {
+		for ; i < len(want) && want[i].ID < g.ID; i++ {
+			out = append(out, fmt.Sprintf("job %d: missing from the read model", want[i].ID))
+			out = append(out, invariants(want[i])...)
+		}
+		if i == len(want) || want[i].ID != g.ID {
+			out = append(out, fmt.Sprintf("job %d: in the read model only", g.ID))
+			return nil
+		}
+		w := want[i]
+		i++
+		if !reflect.DeepEqual(w, g) {
+			out = append(out, fmt.Sprintf("job %d: rebuilt %+v, read model %+v", w.ID, w, g))
 		}
 		out = append(out, invariants(w)...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	for id := range gotJobs {
-		out = append(out, fmt.Sprintf("job %d: in the live projection only", id))
+	for ; i < len(want); i++ {
+		out = append(out, fmt.Sprintf("job %d: missing from the read model", want[i].ID))
+		out = append(out, invariants(want[i])...)
 	}
-	return out
+	return out, nil
 }
 
 func invariants(v events.JobView) []string {

@@ -113,7 +113,7 @@ func TestReplay_RebuildsHistoryAtAnyPoint(t *testing.T) {
 	}
 }
 
-func TestCompareModels_ReportsDifferences(t *testing.T) {
+func TestCompareJobs_ReportsDifferences(t *testing.T) {
 	sub := &events.JobSubmitted{Count: 1, Visits: []events.Visit{{StoreID: "S1", ImageURLs: []string{"a", "b"}}}}
 	a, b := events.NewReadModel(), events.NewReadModel()
 	for _, m := range []*events.ReadModel{a, b} {
@@ -126,9 +126,28 @@ func TestCompareModels_ReportsDifferences(t *testing.T) {
 	// A job completed with an image unsettled breaks an invariant.
 	a.Apply(4, events.JobSubject(2, events.KindCompleted), events.Batch{V: 1, Events: []events.Event{&events.JobCompleted{Status: events.StatusCompleted}}})
 	b.Apply(4, events.JobSubject(2, events.KindCompleted), events.Batch{V: 1, Events: []events.Event{&events.JobCompleted{Status: events.StatusCompleted}}})
-	got := compareModels(a, b)
-	if len(got) != 2 || !strings.Contains(got[0], "job 1") || !strings.Contains(got[1], "job 2: completed with") {
+	a.Apply(5, events.SubjectSubmitted, events.Batch{V: 1, Events: []events.Event{sub}}) // only in a
+	b.Apply(6, events.SubjectSubmitted, events.Batch{V: 1, Events: []events.Event{sub}}) // only in b
+	each := func(ctx context.Context, fn func(events.JobView) error) error {
+		for _, v := range b.Jobs() {
+			if err := fn(v); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	got, err := compareJobs(context.Background(), a.Jobs(), each)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"job 1: rebuilt", "job 2: completed with", "job 5: missing from the read model", "job 6: in the read model only"}
+	if len(got) != len(want) {
 		t.Fatalf("problems = %q", got)
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Fatalf("problem %d = %q, want %q...", i, got[i], want[i])
+		}
 	}
 }
 

@@ -16,6 +16,9 @@ type Info struct {
 	Msgs     uint64
 	Bytes    uint64
 	MaxBytes int64
+	// Created is when the stream was created: it tells incarnations of one
+	// stream name apart.
+	Created time.Time
 }
 
 // Info returns the stream's current state.
@@ -24,7 +27,7 @@ func (s *EventLog) Info(ctx context.Context) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("stream info: %w", err)
 	}
-	return Info{LastSeq: si.State.LastSeq, Msgs: si.State.Msgs, Bytes: si.State.Bytes, MaxBytes: si.Config.MaxBytes}, nil
+	return Info{LastSeq: si.State.LastSeq, Msgs: si.State.Msgs, Bytes: si.State.Bytes, MaxBytes: si.Config.MaxBytes, Created: si.Created}, nil
 }
 
 // Follow delivers every message after sequence `after`, in stream order, to
@@ -33,6 +36,12 @@ func (s *EventLog) Info(ctx context.Context) (Info, error) {
 // been delivered. A message that cannot be decoded is passed with its error
 // so the caller can log it and move on. apply runs on Follow's goroutine.
 func (s *EventLog) Follow(ctx context.Context, after uint64, apply func(seq uint64, subject string, b events.Batch, err error), caughtUp func()) error {
+	return s.FollowMessages(ctx, after, func(m events.Message) { apply(m.Seq, m.Subject, m.Batch, m.Err) }, caughtUp)
+}
+
+// FollowMessages is Follow delivering each message with the time the log
+// stored it.
+func (s *EventLog) FollowMessages(ctx context.Context, after uint64, apply func(events.Message), caughtUp func()) error {
 	info, err := s.Info(ctx)
 	if err != nil {
 		return err
@@ -51,7 +60,7 @@ func (s *EventLog) Follow(ctx context.Context, after uint64, apply func(seq uint
 	err = s.consume(ctx, after+1, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 		seq := md.Sequence.Stream
 		b, derr := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding))
-		apply(seq, m.Subject(), b, derr)
+		apply(events.Message{Seq: seq, Subject: m.Subject(), Time: md.Timestamp, Batch: b, Err: derr})
 		// Caught up means the leader's last sequence as of the start was
 		// applied. NumPending is not used: a replica that is behind would
 		// report nothing pending early.

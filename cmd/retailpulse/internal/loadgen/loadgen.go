@@ -111,9 +111,11 @@ func Run(ctx context.Context, cfg *Config, start StartFunc, progress io.Writer) 
 	defer client.close()
 	m := startMeter(ctx, cfg.URL == "", client)
 	before, _ := client.scrape(ctx)
+	lag := startLagSampler(ctx, client)
 	stopProfile, err := startProfile(cfg.CPUProfile)
 	if err != nil {
 		m.finish()
+		lag.finish()
 		return nil, err
 	}
 
@@ -124,6 +126,7 @@ func Run(ctx context.Context, cfg *Config, start StartFunc, progress io.Writer) 
 	if err := stopProfile(); err != nil {
 		fmt.Fprintf(progress, "retailpulse bench: cpu profile: %v\n", err)
 	}
+	res.ProjectionLagMaxSeconds = lag.finish()
 	res.setResources(m.finish())
 	after, ok := client.scrape(ctx)
 	res.setEvents(before, after, ok)

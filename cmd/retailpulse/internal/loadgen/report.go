@@ -73,6 +73,10 @@ type Result struct {
 	ImagesFetchedWhole  *float64 `json:"images_fetched_whole"`
 	BytesReadPerImage   *float64 `json:"bytes_read_per_image"`
 
+	// The target's largest retailpulse_projection_lag_seconds, read every
+	// 250ms during the run: how far its read model fell behind the log.
+	ProjectionLagMaxSeconds *float64 `json:"projection_lag_max_seconds"`
+
 	CPUSeconds     *float64 `json:"cpu_seconds"`
 	PeakRSSBytes   *float64 `json:"peak_rss_bytes"`
 	ResourcesScope string   `json:"resources_scope"`
@@ -212,6 +216,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 		optNum(r.ImagesProcessed, "%.0f"), optNum(r.ImagesFailed, "%.0f"), optNum(r.ImagesFetchedRanged, "%.0f"),
 		optNum(r.ImagesFetchedWhole, "%.0f"), optNum(r.BytesReadPerImage, "%.0f"))
 	row("image host", "%d requests, %d bytes served (%.0f per image)", r.ImageRequests, r.ImageBytesServed, r.ImageBytesServedPerImage)
+	row("read model lag", "max %s s (sampled every 250ms)", optNum(r.ProjectionLagMaxSeconds, "%.3f"))
 	row("cpu", "%s s", optNum(r.CPUSeconds, "%.2f"))
 	row("peak rss", "%s MiB", optNum(mib(r.PeakRSSBytes), "%.1f"))
 	row("measured on", "%s", r.ResourcesScope)
