@@ -44,6 +44,21 @@ type testApp struct {
 // loopback images allowed and no GPU pause. extra are serve flags.
 func startApp(t testing.TB, dataDir string, extra ...string) *testApp {
 	t.Helper()
+	app, _ := newTestApp(t, dataDir, extra...)
+	ta := runApp(t, app)
+	jstest.CheckFor(t, time.Minute, func() error {
+		if !ta.Ready() {
+			return fmt.Errorf("not ready")
+		}
+		return nil
+	})
+	return ta
+}
+
+// newTestApp builds (does not run) the service as startApp configures it,
+// and the logger it uses.
+func newTestApp(t testing.TB, dataDir string, extra ...string) (*App, *slog.Logger) {
+	t.Helper()
 	var cfg serveConfig
 	fs := cfg.flagSet("test", io.Discard)
 	args := append([]string{"--addr", "127.0.0.1:0", "--data-dir", dataDir, "--allow-private-networks", "--gpu-pause", "0"}, extra...)
@@ -58,16 +73,15 @@ func startApp(t testing.TB, dataDir string, extra ...string) *testApp {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return app, log
+}
+
+// runApp runs app until the test ends (or stop).
+func runApp(t testing.TB, app *App) *testApp {
 	ctx, cancel := context.WithCancel(context.Background())
 	ta := &testApp{App: app, url: "http://" + app.Addr(), cancel: cancel, done: make(chan error, 1)}
 	go func() { ta.done <- app.Run(ctx) }()
 	t.Cleanup(ta.stop)
-	jstest.CheckFor(t, time.Minute, func() error {
-		if !app.Ready() {
-			return fmt.Errorf("not ready")
-		}
-		return nil
-	})
 	return ta
 }
 

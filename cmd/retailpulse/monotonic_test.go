@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -64,29 +62,12 @@ func (h *heldView) ApplyMessages(ctx context.Context, msgs []events.Message) (ev
 // writes held until release; it does not wait for readiness.
 func startHeldApp(t testing.TB, dataDir string, extra ...string) (*testApp, *heldView) {
 	t.Helper()
-	var cfg serveConfig
-	fs := cfg.flagSet("test", io.Discard)
-	args := append([]string{"--addr", "127.0.0.1:0", "--data-dir", dataDir, "--allow-private-networks", "--gpu-pause", "0"}, extra...)
-	if err := cfg.parse(fs, args, func(string) string { return "" }); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
-	app, err := NewApp(context.Background(), cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	app, log := newTestApp(t, dataDir, extra...)
 	held := &heldView{View: app.view, gate: make(chan struct{})}
 	p := jsstore.NewProjection(app.eventLog, held, log, nil)
 	p.Linearizable, p.ReadWait = app.projection.Linearizable, app.projection.ReadWait
 	app.projection = p
-	ctx, cancel := context.WithCancel(context.Background())
-	ta := &testApp{App: app, url: "http://" + app.Addr(), cancel: cancel, done: make(chan error, 1)}
-	go func() { ta.done <- app.Run(ctx) }()
-	t.Cleanup(ta.stop)
-	return ta, held
+	return runApp(t, app), held
 }
 
 // expectNotOlder reads job id's status and accepts only want (byte for
