@@ -5,11 +5,13 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -17,6 +19,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/retailpulse/retailpulse/events"
 	"github.com/retailpulse/retailpulse/events/jsstore"
@@ -40,7 +45,13 @@ import (
 // 2026-11-30, 2% of images failed; four messages per job (submitted,
 // started, the outcomes, completed). RETAILPULSE_HISTORY_DIR keeps the data
 // dir (and reuses it when it holds a history): populating a million jobs
-// takes minutes. Results are logged (MEASURED:) and reported as metrics.
+// takes minutes. With RETAILPULSE_HISTORY_EXTERNAL_NATS=1 the history is
+// served by a nats-server process and the instance runs with --nats-url
+// (its database in the data dir's instance/): the cluster's deployment,
+// where reads wait for the log's end on every request. Results are printed
+// (MEASURED: lines; the benchmark log would cut them) and reported as
+// metrics. RETAILPULSE_BENCH_BINARY runs that binary instead of building
+// this tree's.
 func BenchmarkReadSide(b *testing.B) {
 	jobs := envInt("RETAILPULSE_HISTORY_JOBS", 1_000_000)
 	load := 30 * time.Second
@@ -66,20 +77,39 @@ func BenchmarkReadSide(b *testing.B) {
 		ids = populateHistory(b, dir, jobs, stores.Stores())
 		measured("populated %d jobs in %s", len(ids), time.Since(start).Round(time.Second))
 	}
+	finishWork(b, dir)
 	b.Logf("history: %d jobs, %d images", len(ids), 10*len(ids))
-	bin := procBuild(b)
+	bin := os.Getenv("RETAILPULSE_BENCH_BINARY") // another build to measure
+	if bin == "" {
+		bin = procBuild(b)
+	}
 	flags := append([]string{"--gpu-pause", "0"}, storeFlags...)
+	dataDir := dir
+	var natsServer *exec.Cmd
+	if os.Getenv("RETAILPULSE_HISTORY_EXTERNAL_NATS") != "" {
+		// The deployment of a cluster: NATS in a process of its own (here
+		// one node serving the history's store), the instance a client
+		// whose data dir holds only its database.
+		var url string
+		natsServer, url = startNATSServer(b, filepath.Join(dir, "nats"))
+		dataDir = filepath.Join(dir, "instance")
+		if err := os.MkdirAll(dataDir, 0o750); err != nil {
+			b.Fatal(err)
+		}
+		flags = append(flags, "--nats-url", url)
+		measured("external NATS: nats-server with the history, RSS %.1f MiB after its start", pidRSS(b, natsServer.Process.Pid)/(1<<20))
+	}
 
 	b.ResetTimer()
 	for range b.N {
-		if _, err := os.Stat(filepath.Join(dir, readModelFile)); err != nil {
+		if _, err := os.Stat(filepath.Join(dataDir, readModelFile)); err != nil {
 			start := time.Now()
-			c := procStartWithin(b, 2*time.Hour, bin, "cold", dir, flags...)
+			c := procStartWithin(b, 2*time.Hour, bin, "cold", dataDir, flags...)
 			measured("first start without a database: ready after %s (built from the log)", time.Since(start).Round(time.Second))
 			c.stop(b, time.Minute)
 		}
 		start := time.Now()
-		c := procStartWithin(b, 5*time.Minute, bin, "restart", dir, flags...)
+		c := procStartWithin(b, 5*time.Minute, bin, "restart", dataDir, flags...)
 		restart := time.Since(start)
 		measured("restart with the database: ready after %s", restart.Round(time.Millisecond))
 		b.ReportMetric(restart.Seconds(), "s/restart")
@@ -133,14 +163,17 @@ func BenchmarkReadSide(b *testing.B) {
 		b.ReportMetric(status.p(0.99).Seconds()*1000, "status-p99-ms")
 		b.ReportMetric(visits.p(0.99).Seconds()*1000, "visits-p99-ms")
 		b.ReportMetric(hwm/(1<<20), "peak-rss-MiB")
-		dbBytes := fileSize(filepath.Join(dir, readModelFile)) + fileSize(filepath.Join(dir, readModelFile+"-wal"))
+		if natsServer != nil {
+			measured("external NATS: nats-server RSS %.1f MiB at the end of the load", pidRSS(b, natsServer.Process.Pid)/(1<<20))
+		}
+		dbBytes := fileSize(filepath.Join(dataDir, readModelFile)) + fileSize(filepath.Join(dataDir, readModelFile+"-wal"))
 		measured("database %.1f MiB, %.0f bytes per image; event log %.1f MiB",
 			float64(dbBytes)/(1<<20), float64(dbBytes)/float64(10*len(ids)), float64(dirSize(filepath.Join(dir, "nats")))/(1<<20))
 		b.ReportMetric(float64(dbBytes)/float64(10*len(ids)), "db-bytes/image")
 
 		c.kill()
 		start = time.Now()
-		c = procStartWithin(b, 5*time.Minute, bin, "after kill -9", dir, flags...)
+		c = procStartWithin(b, 5*time.Minute, bin, "after kill -9", dataDir, flags...)
 		measured("restart after kill -9: ready after %s", time.Since(start).Round(time.Millisecond))
 		if err := get(fmt.Sprintf("/api/status?jobid=%d", ids[len(ids)-1])); err != nil {
 			b.Fatal(err)
@@ -214,9 +247,68 @@ func openLoop(rps int, d time.Duration, fn func(*rand.Rand) error) loadResult {
 	return res
 }
 
+// startNATSServer runs nats-server (built from the module this project
+// requires) with JetStream on storeDir, which an embedded server wrote,
+// until the benchmark ends, and returns it and its client URL.
+func startNATSServer(tb testing.TB, storeDir string) (*exec.Cmd, string) {
+	bin := filepath.Join(tb.TempDir(), "nats-server")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		tb.Fatalf("build nats-server: %v\n%s", err, out)
+	}
+	addr := procFreeAddr(tb)
+	_, port, _ := strings.Cut(addr, ":")
+	// As the embedded server: 8 MiB messages (a large job is one message).
+	conf := filepath.Join(tb.TempDir(), "nats.conf")
+	text := fmt.Sprintf("host: 127.0.0.1\nport: %s\nmax_payload: 8MB\njetstream {\n  store_dir: %q\n}\n", port, storeDir)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", conf)
+	out := &procBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		if tb.Failed() {
+			tb.Logf("nats-server output:\n%s", out)
+		}
+	})
+	url := "nats://" + addr
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		nc, err := nats.Connect(url)
+		if err == nil {
+			js, _ := jetstream.New(nc)
+			_, err = js.Stream(context.Background(), "RETAILPULSE")
+			nc.Close()
+			if err == nil {
+				return cmd, url
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("nats-server on %s: %v\n%s", storeDir, err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// pidRSS reads a process's resident set.
+func pidRSS(tb testing.TB, pid int) float64 {
+	_, rss := pidMemory(tb, pid)
+	return rss
+}
+
 // procMemory reads the child's peak and current resident set.
 func procMemory(tb testing.TB, c *procChild) (hwm, rss float64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	return pidMemory(tb, c.cmd.Process.Pid)
+}
+
+// pidMemory reads a process's peak and current resident set.
+func pidMemory(tb testing.TB, pid int) (hwm, rss float64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -276,6 +368,59 @@ func dirSize(dir string) int64 {
 		return nil
 	})
 	return n
+}
+
+// finishWork acknowledges every job on dir's work queue, as the owners
+// that completed them would have: a finished history leaves nothing for
+// the service's engine to take.
+func finishWork(tb testing.TB, dir string) {
+	ns, err := jsstore.StartServer(jsstore.ServerConfig{Name: "populate", StoreDir: filepath.Join(dir, "nats")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	nc, err := jsstore.ConnectInProcess(ns, "populate")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer nc.Close()
+	ctx := context.Background()
+	log, err := jsstore.Open(ctx, nc, jsstore.Config{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cons, err := log.JetStream().Consumer(ctx, log.StreamName(), jsstore.WorkConsumer)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	acked := 0
+	for {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			if err := m.Ack(); err != nil {
+				tb.Fatal(err)
+			}
+			n++
+		}
+		if batch.Error() != nil && !errors.Is(batch.Error(), nats.ErrTimeout) {
+			tb.Fatal(batch.Error())
+		}
+		acked += n
+		if n == 0 {
+			break
+		}
+	}
+	ws, err := log.WorkState(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if acked > 0 || ws.AckPending > 0 || ws.Waiting > 0 {
+		measured("work queue: acknowledged %d jobs; now %+v", acked, ws)
+	}
 }
 
 // historyIDs returns the job ids a populated data dir holds (from its

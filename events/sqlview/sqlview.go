@@ -52,7 +52,8 @@ type Options struct {
 	Stores []Store
 	// Logger receives why a database was discarded. Default: discard.
 	Logger *slog.Logger
-	// Readers bounds concurrent read connections. Default 8.
+	// Readers bounds concurrent read connections (each costs memory: see
+	// readerCacheKiB). Default 4.
 	Readers int
 }
 
@@ -75,10 +76,15 @@ type View struct {
 	changed chan struct{} // made by a waiter, closed when lastSeq advances
 }
 
-// Writer and reader cache sizes (SQLite page cache, per connection), in KiB.
+// Writer and reader cache sizes (SQLite page cache, per connection), in
+// KiB. Measured on a 1.1 GB database, a connection that has run queries
+// holds about 6 MiB besides its cache and its cache about twice its
+// nominal size: 4 readers of 2 MiB and the writer stay under about 80 MiB
+// together. The writer's cache holds the pages of recent jobs, which is
+// where outcomes land.
 const (
-	writerCacheKiB = 32 << 10
-	readerCacheKiB = 4 << 10
+	writerCacheKiB = 16 << 10
+	readerCacheKiB = 2 << 10
 )
 
 // Open opens (creating it if needed) the database at path, applies pending
@@ -93,7 +99,7 @@ func Open(ctx context.Context, path string, opts Options) (*View, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Readers <= 0 {
-		opts.Readers = 8
+		opts.Readers = 4
 	}
 	v, reason, err := open(ctx, path, opts)
 	if err != nil {
