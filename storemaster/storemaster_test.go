@@ -2,6 +2,7 @@ package storemaster_test
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -350,5 +351,22 @@ func BenchmarkLookup(b *testing.B) {
 			b.Fatal("not found")
 		}
 		i++
+	}
+}
+
+// Stores lists every store once, ordered by id, in a slice the caller owns.
+func TestMaster_StoresOrderedByID(t *testing.T) {
+	m, err := storemaster.Load(strings.NewReader("AreaCode,StoreName,StoreID\nA2,Beta,S2\nA1,\"Alpha, Ltd\",S10\nA1,Gamma,S1\n"), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := m.Stores()
+	want := []storemaster.Store{{ID: "S1", Name: "Gamma", AreaCode: "A1"}, {ID: "S10", Name: "Alpha, Ltd", AreaCode: "A1"}, {ID: "S2", Name: "Beta", AreaCode: "A2"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Stores() = %v, want %v", got, want)
+	}
+	got[0].Name = "changed"
+	if again := m.Stores(); again[0].Name != "Gamma" {
+		t.Fatal("Stores() shares its slice's stores with the Master")
 	}
 }
