@@ -532,7 +532,9 @@ func testFirehose(t *testing.T, recent int) {
 func TestStreams_OverflowClosesOnlyTheSlowClient(t *testing.T) {
 	// Small socket buffers on both ends make the server's writes to a
 	// client that reads nothing block soon.
-	env := newSSEEnv(t, StreamsConfig{Buffer: 4, WriteTimeout: time.Minute}, Config{}, func(s *http.Server) {
+	// A buffer of 32 messages leaves the fast client slack on a busy machine;
+	// the slow client, reading nothing, overflows it all the same.
+	env := newSSEEnv(t, StreamsConfig{Buffer: 32, WriteTimeout: time.Minute}, Config{}, func(s *http.Server) {
 		s.ConnState = func(c net.Conn, state http.ConnState) {
 			if tc, ok := c.(*net.TCPConn); ok && state == http.StateNew {
 				_ = tc.SetWriteBuffer(4096)
@@ -567,7 +569,7 @@ func TestStreams_OverflowClosesOnlyTheSlowClient(t *testing.T) {
 	// drops it.
 	first := env.write(id, events.KindStarted, &events.JobStarted{Attempt: 1})
 	for i := 0; env.streams.subscribers() == 2; i++ {
-		if i == 200 {
+		if i == 400 {
 			t.Fatal("the slow client never fell behind")
 		}
 		env.write(id, events.KindImages, images(0, 200)...)
