@@ -221,9 +221,19 @@ func (a *applier) jobEvents(id uint64, evs []events.Event) (events.ApplyResult, 
 			res.Duplicates++
 		case *events.JobStarted:
 			res.Applied++
-		case *events.ImageProcessed:
-			r, err := a.st.settleProcessed.ExecContext(a.ctx, e.Width, e.Height, e.Perimeter, id, e.Visit, e.Index)
-			settled, err := a.settled(r, err, id, e.ImageRef)
+		case *events.ImageProcessed, *events.ImageFailed:
+			var r sql.Result
+			var ref events.ImageRef
+			var failed bool
+			if p, ok := e.(*events.ImageProcessed); ok {
+				ref = p.ImageRef
+				r, err = a.st.settleProcessed.ExecContext(a.ctx, p.Width, p.Height, p.Perimeter, id, p.Visit, p.Index)
+			} else {
+				f := e.(*events.ImageFailed)
+				ref, failed = f.ImageRef, true
+				r, err = a.st.settleFailed.ExecContext(a.ctx, f.Reason, id, f.Visit, f.Index)
+			}
+			settled, err := a.settled(r, err, id, ref)
 			if err != nil {
 				if _, ok := errors.AsType[problem](err); !ok {
 					return res, err
@@ -236,29 +246,15 @@ func (a *applier) jobEvents(id uint64, evs []events.Event) (events.ApplyResult, 
 				continue
 			}
 			res.Applied++
-			job.processed++
-			c := visits[e.Visit]
-			c.processed++
-			visits[e.Visit] = c
-		case *events.ImageFailed:
-			r, err := a.st.settleFailed.ExecContext(a.ctx, e.Reason, id, e.Visit, e.Index)
-			settled, err := a.settled(r, err, id, e.ImageRef)
-			if err != nil {
-				if _, ok := errors.AsType[problem](err); !ok {
-					return res, err
-				}
-				firstProblem = cmpOr(firstProblem, err)
-				continue
+			c := visits[ref.Visit]
+			if failed {
+				job.failed++
+				c.failed++
+			} else {
+				job.processed++
+				c.processed++
 			}
-			if !settled {
-				res.Duplicates++
-				continue
-			}
-			res.Applied++
-			job.failed++
-			c := visits[e.Visit]
-			c.failed++
-			visits[e.Visit] = c
+			visits[ref.Visit] = c
 		case *events.JobCompleted:
 			if err := a.complete(id, e); err != nil {
 				return res, err
