@@ -25,6 +25,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -261,6 +262,25 @@ func (f *Fetcher) Dimensions(ctx context.Context, rawURL string) (width, height 
 // (or the rest of a range) declared larger, or one of unknown length that
 // turns out larger, is cut off by closing the connection.
 const drainLimit = 256 << 10
+
+// drainBufs holds the buffers drain reads into. A 64 KiB read takes what
+// a socket holds in one system call; io.Discard's own 8 KiB buffers take
+// eight for a 64 KiB range.
+var drainBufs = sync.Pool{New: func() any { return new([64 << 10]byte) }}
+
+// drain reads and discards at most n bytes of r, stopping at its first
+// error. Safe for concurrent use.
+func drain(r io.Reader, n int64) {
+	buf := drainBufs.Get().(*[64 << 10]byte)
+	defer drainBufs.Put(buf)
+	for n > 0 {
+		k, err := r.Read(buf[:min(n, int64(len(buf)))])
+		n -= int64(k)
+		if err != nil {
+			return
+		}
+	}
+}
 
 // attempt makes one try under a host slot and AttemptTimeout: the ranged
 // requests and, if they are refused, one whole-body request. It sets

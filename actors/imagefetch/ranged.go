@@ -160,7 +160,7 @@ func (f *Fetcher) decodeWhole(ctx context.Context, resp *http.Response, st *fetc
 		return 0, 0, attemptErr(ctx, err)
 	}
 	if resp.ContentLength <= drainLimit { // includes unknown (-1): drain at most drainLimit
-		_, _ = io.Copy(io.Discard, io.LimitReader(body, drainLimit))
+		drain(body, drainLimit)
 	}
 	return width, height, nil
 }
@@ -273,7 +273,7 @@ func (b *rangedBody) finish() {
 		return
 	}
 	if b.end-b.pos <= drainLimit {
-		_, _ = io.Copy(io.Discard, io.LimitReader(b.r, drainLimit+1))
+		drain(b.r, drainLimit+1)
 	}
 	b.close()
 }
