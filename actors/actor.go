@@ -79,6 +79,9 @@ type Observer interface {
 	ImageInflight(delta int)
 	Download(d time.Duration)
 	Append(kind string, events int, d time.Duration)
+	// ImageSlots reports the image slots allowed now and the scheduler
+	// latency p99 the governor saw (0 when slots are fixed).
+	ImageSlots(limit int, schedP99 time.Duration)
 }
 
 type nopObserver struct{}
@@ -90,3 +93,4 @@ func (nopObserver) ImageFailed(string, time.Duration) {}
 func (nopObserver) ImageInflight(int)                 {}
 func (nopObserver) Download(time.Duration)            {}
 func (nopObserver) Append(string, int, time.Duration) {}
+func (nopObserver) ImageSlots(int, time.Duration)     {}

@@ -26,13 +26,21 @@ type Config struct {
 	// ctx's error when ctx ends. nil = no pause.
 	Pause func(ctx context.Context) error
 
-	JobSlots         int           // concurrent jobs on this instance; 64
-	ImageSlots       int           // concurrent images on this instance, over all jobs; 1024
-	StoreConcurrency int           // concurrent images per store actor; 64
-	MaxAttempts      int           // deliveries before a job is completed as failed; 5
-	Heartbeat        time.Duration // InProgress interval; 20s (a third of the ack wait)
-	DrainTimeout     time.Duration // graceful shutdown: how long in-flight images may finish; 30s
-	MaxBatch         int           // events per appended message; 1000
+	JobSlots int // concurrent jobs on this instance; 64
+	// ImageSlots bounds the images processed at once on this instance, over
+	// all jobs: the fixed number, or with SchedLatencyTarget the most the
+	// governor may allow; 1024.
+	ImageSlots int
+	// SchedLatencyTarget, when positive, makes the image slots adaptive:
+	// between MinImageSlots and ImageSlots, lowered while the Go
+	// scheduler's latency p99 exceeds it (see adaptive.go). 0 = fixed.
+	SchedLatencyTarget time.Duration
+	MinImageSlots      int           // the adaptive floor; 128 (at most ImageSlots)
+	StoreConcurrency   int           // concurrent images per store actor; 64
+	MaxAttempts        int           // deliveries before a job is completed as failed; 5
+	Heartbeat          time.Duration // InProgress interval; 20s (a third of the ack wait)
+	DrainTimeout       time.Duration // graceful shutdown: how long in-flight images may finish; 30s
+	MaxBatch           int           // events per appended message; 1000
 	// BatchLinger is how long a job actor waits for more outcomes before an
 	// append; 0 = append whatever is waiting at once.
 	BatchLinger time.Duration
@@ -52,6 +60,8 @@ func (c *Config) defaults() error {
 	}
 	setDefault(&c.JobSlots, 64)
 	setDefault(&c.ImageSlots, 1024)
+	setDefault(&c.MinImageSlots, 128)
+	c.MinImageSlots = min(c.MinImageSlots, c.ImageSlots)
 	setDefault(&c.StoreConcurrency, 64)
 	setDefault(&c.MaxAttempts, 5)
 	setDefault(&c.MaxBatch, 1000)
@@ -103,7 +113,7 @@ func RandomPause(lo, hi time.Duration) func(context.Context) error {
 // actor for each. It is the only place jobs enter this instance.
 type Engine struct {
 	cfg        Config
-	imageSlots chan struct{}
+	imageSlots *gate
 	active     atomic.Int64
 
 	mu   sync.Mutex
@@ -115,7 +125,21 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg, imageSlots: make(chan struct{}, cfg.ImageSlots), jobs: map[*jobActor]struct{}{}}, nil
+	slots := cfg.ImageSlots
+	if cfg.SchedLatencyTarget > 0 {
+		slots = min(max(initialAdaptiveSlots, cfg.MinImageSlots), cfg.ImageSlots)
+	}
+	return &Engine{cfg: cfg, imageSlots: newGate(slots), jobs: map[*jobActor]struct{}{}}, nil
+}
+
+// initialAdaptiveSlots is where adaptive image slots start.
+const initialAdaptiveSlots = 1024
+
+// ImageSlots returns the image slots now allowed and those in use. Safe
+// for concurrent use.
+func (e *Engine) ImageSlots() (limit, held int) {
+	limit, held, _ = e.imageSlots.state()
+	return limit, held
 }
 
 // MailboxBacklog returns the messages waiting in every running job actor's
@@ -146,6 +170,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	slots := make(chan struct{}, e.cfg.JobSlots)
 	var wg sync.WaitGroup
 	log := e.cfg.Logger
+	limit, _, _ := e.imageSlots.state()
+	e.cfg.Observer.ImageSlots(limit, 0)
+	if e.cfg.SchedLatencyTarget > 0 {
+		lat := newSchedLatency()
+		wg.Add(1)
+		go func() { defer wg.Done(); e.govern(ctx, defaultGovernInterval, lat.read) }()
+	}
 loop:
 	for {
 		select {

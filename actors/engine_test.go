@@ -403,6 +403,7 @@ func (o *panicObserver) JobFinished(string)                {}
 func (o *panicObserver) ImageFailed(string, time.Duration) {}
 func (o *panicObserver) ImageInflight(int)                 {}
 func (o *panicObserver) Append(string, int, time.Duration) {}
+func (o *panicObserver) ImageSlots(int, time.Duration)     {}
 func (o *panicObserver) Download(time.Duration)            { o.downloads.Add(1) }
 func (o *panicObserver) ImageProcessed(time.Duration) {
 	o.once.Do(func() {

@@ -54,14 +54,14 @@ func (s *storeActor) Run(ctx context.Context) error {
 		if !acquire(storeSlots) {
 			break
 		}
-		if !acquire(s.e.imageSlots) {
+		if !s.e.imageSlots.acquire(ctx, s.stopping) {
 			<-storeSlots
 			break
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-s.e.imageSlots; <-storeSlots }()
+			defer func() { s.e.imageSlots.release(); <-storeSlots }()
 			if err := guard("store "+s.storeID, func() error { s.process(ctx, t); return nil }); err != nil {
 				mu.Lock()
 				errs = append(errs, err)

@@ -112,6 +112,8 @@ type Metrics struct {
 	imagesProcessed prometheus.Counter
 	imagesFailed    *prometheus.CounterVec
 	imagesInflight  prometheus.Gauge
+	imageSlots      prometheus.Gauge
+	schedP99        prometheus.Gauge
 	imageSeconds    prometheus.Histogram
 	downloadSeconds prometheus.Histogram
 	imagesFetched   *prometheus.CounterVec
@@ -171,6 +173,14 @@ func New(reg prometheus.Registerer) *Metrics {
 		imagesInflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "images_inflight",
 			Help: "Images being downloaded or processed by this instance.",
+		}),
+		imageSlots: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "image_slots",
+			Help: "Images this instance may process at once now: fixed, or set by the adaptive governor.",
+		}),
+		schedP99: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "scheduler_latency_p99_seconds",
+			Help: "Go scheduler latency p99 over the governor's last interval (0 with fixed image slots).",
 		}),
 		imageSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "image_processing_seconds",
@@ -267,7 +277,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.jobsSubmitted, m.jobsReplayed, m.jobsFinished, m.jobsActive,
-		m.imagesProcessed, m.imagesFailed, m.imagesInflight, m.imageSeconds, m.downloadSeconds,
+		m.imagesProcessed, m.imagesFailed, m.imagesInflight, m.imageSlots, m.schedP99, m.imageSeconds, m.downloadSeconds,
 		m.imagesFetched, m.imageBytesRead,
 		m.appendSeconds, m.batchEvents,
 		m.projectionSequence, m.projectionApplied, m.projectionDuplicates, m.projectionLag,
@@ -361,6 +371,16 @@ func (m *Metrics) ImageInflight(delta int) {
 		return
 	}
 	m.imagesInflight.Add(float64(delta))
+}
+
+// ImageSlots sets the image slots allowed now and the scheduler latency
+// p99 the adaptive governor acted on.
+func (m *Metrics) ImageSlots(limit int, schedP99 time.Duration) {
+	if m == nil {
+		return
+	}
+	m.imageSlots.Set(float64(limit))
+	m.schedP99.Set(seconds(schedP99))
 }
 
 // Download observes the duration of one image download.

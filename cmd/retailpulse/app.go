@@ -261,21 +261,23 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	a.fetcher = imagefetch.New(imagefetch.Config{AllowPrivateNetworks: cfg.AllowPrivateNetworks, UserAgent: "retailpulse/1", TotalTimeout: cfg.ImageTimeout, PerHostConcurrency: cfg.PerHostConcurrency, Observer: a.metrics})
 	pause := actors.RandomPause(cfg.pauseMin, cfg.pauseMax)
 	a.engine, err = actors.NewEngine(actors.Config{
-		Log:              a.eventLog,
-		Queue:            queue{a.eventLog},
-		Fetcher:          a.fetcher,
-		KnownStore:       func(id string) bool { _, ok := stores.Lookup(id); return ok },
-		Reason:           imagefetch.Reason,
-		Pause:            func(ctx context.Context) error { return a.pause(ctx, pause) },
-		JobSlots:         cfg.JobSlots,
-		ImageSlots:       cfg.ImageSlots,
-		StoreConcurrency: cfg.StoreConcurrency,
-		MaxAttempts:      cfg.MaxAttempts,
-		BatchLinger:      cfg.AppendLinger,
-		Heartbeat:        cfg.AckWait / 3,
-		DrainTimeout:     cfg.ShutdownTimeout,
-		Observer:         a.metrics,
-		Logger:           log,
+		Log:                a.eventLog,
+		Queue:              queue{a.eventLog},
+		Fetcher:            a.fetcher,
+		KnownStore:         func(id string) bool { _, ok := stores.Lookup(id); return ok },
+		Reason:             imagefetch.Reason,
+		Pause:              func(ctx context.Context) error { return a.pause(ctx, pause) },
+		JobSlots:           cfg.JobSlots,
+		ImageSlots:         cfg.ImageSlots,
+		MinImageSlots:      cfg.MinImageSlots,
+		SchedLatencyTarget: cfg.SchedLatencyTarget,
+		StoreConcurrency:   cfg.StoreConcurrency,
+		MaxAttempts:        cfg.MaxAttempts,
+		BatchLinger:        cfg.AppendLinger,
+		Heartbeat:          cfg.AckWait / 3,
+		DrainTimeout:       cfg.ShutdownTimeout,
+		Observer:           a.metrics,
+		Logger:             log,
 	})
 	if err != nil {
 		return nil, err
@@ -540,6 +542,9 @@ func (a *App) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		defer close(engineDone)
+		if a.cfg.JobSlots == 0 {
+			return // API only: this instance takes no jobs
+		}
 		if err := a.engine.Run(engineCtx); err != nil {
 			errc <- fmt.Errorf("engine: %w", err)
 		}
@@ -552,6 +557,9 @@ func (a *App) Run(ctx context.Context) error {
 	}()
 	wg.Go(func() { a.runStreams(runCtx) }) // event streams; ends them at the HTTP shutdown
 	a.log.Info("serving", "addr", a.Addr())
+	if a.cfg.JobSlots == 0 {
+		a.log.Info("API only (--job-slots 0): this instance takes no jobs; other instances on the same log process them")
+	}
 
 	var runErr error
 	select {

@@ -36,6 +36,8 @@ var benchServeFlags = []struct{ name, usage string }{
 	{"fsync", "service: always, or an interval such as 1s (default: the service's, always)"},
 	{"job-slots", "service: jobs processed at once (default: the service's)"},
 	{"image-slots", "service: images processed at once (default: the service's)"},
+	{"min-image-slots", "service: the adaptive governor's floor (default: the service's)"},
+	{"sched-latency-target", "service: adaptive image slots' scheduler latency target, 0 = fixed (default: the service's)"},
 	{"store-concurrency", "service: images processed at once per store of a job (default: the service's)"},
 	{"append-linger", "service: how long a job waits for more outcomes before appending (default: the service's)"},
 }

@@ -38,6 +38,8 @@ type serveConfig struct {
 	AckWait              time.Duration
 	JobSlots             int
 	ImageSlots           int
+	MinImageSlots        int
+	SchedLatencyTarget   time.Duration
 	StoreConcurrency     int
 	MaxAttempts          int
 	ShutdownTimeout      time.Duration
@@ -91,8 +93,10 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.ImageTimeout, "image-timeout", 2*time.Minute, "bound on one image's download, all retries included")
 	fs.IntVar(&cfg.PerHostConcurrency, "per-host-concurrency", 32, "concurrent downloads from one image host")
 	fs.DurationVar(&cfg.AppendLinger, "append-linger", 20*time.Millisecond, "how long a job waits for more image outcomes before appending them (fewer, larger fsyncs)")
-	fs.IntVar(&cfg.JobSlots, "job-slots", 64, "jobs processed at once by this instance")
-	fs.IntVar(&cfg.ImageSlots, "image-slots", 1024, "images processed at once by this instance")
+	fs.IntVar(&cfg.JobSlots, "job-slots", 64, "jobs processed at once by this instance; 0 = API only (submits, reads and streams; other instances on the same log process the jobs)")
+	fs.IntVar(&cfg.ImageSlots, "image-slots", 4096, "images processed at once by this instance: the most the adaptive governor allows, or the fixed number with --sched-latency-target 0")
+	fs.IntVar(&cfg.MinImageSlots, "min-image-slots", 128, "the fewest image slots the adaptive governor goes down to")
+	fs.DurationVar(&cfg.SchedLatencyTarget, "sched-latency-target", 2*time.Millisecond, "adaptive image slots: lower them while the Go scheduler's latency p99 exceeds this, raise them while it does not and images wait; 0 = fixed --image-slots")
 	fs.IntVar(&cfg.StoreConcurrency, "store-concurrency", 64, "images processed at once per store of a job")
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", 5, "deliveries of a job before it is completed as failed")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight images may finish on shutdown")
@@ -186,8 +190,10 @@ func (cfg *serveConfig) validate() error {
 		{cfg.ImageTimeout > 0, "--image-timeout must be positive"},
 		{cfg.PerHostConcurrency > 0, "--per-host-concurrency must be positive"},
 		{cfg.AppendLinger >= 0 && cfg.AppendLinger <= time.Second, "--append-linger must be between 0 and 1s"},
-		{cfg.JobSlots > 0, "--job-slots must be positive"},
+		{cfg.JobSlots >= 0, "--job-slots must not be negative (0 = API only: take no jobs)"},
 		{cfg.ImageSlots > 0, "--image-slots must be positive"},
+		{cfg.MinImageSlots > 0 && cfg.MinImageSlots <= cfg.ImageSlots, "--min-image-slots must be positive and at most --image-slots"},
+		{cfg.SchedLatencyTarget >= 0, "--sched-latency-target must not be negative"},
 		{cfg.StoreConcurrency > 0, "--store-concurrency must be positive"},
 		{cfg.MaxAttempts > 0, "--max-attempts must be positive"},
 		{cfg.ShutdownTimeout > 0, "--shutdown-timeout must be positive"},
@@ -256,7 +262,7 @@ func (cfg *serveConfig) redacted() []any {
 		"allow_private_networks", cfg.AllowPrivateNetworks, "gpu_pause", cfg.GPUPause, "nats_url", natsURL,
 		"nats_connect_timeout", cfg.NATSConnectTimeout, "update_stream", cfg.UpdateStream, "submit_timeout", cfg.SubmitTimeout,
 		"replicas", cfg.Replicas, "fsync", cfg.Fsync, "max_stream_bytes", cfg.MaxStreamBytes,
-		"ack_wait", cfg.AckWait, "image_timeout", cfg.ImageTimeout, "per_host_concurrency", cfg.PerHostConcurrency, "append_linger", cfg.AppendLinger, "job_slots", cfg.JobSlots, "image_slots", cfg.ImageSlots,
+		"ack_wait", cfg.AckWait, "image_timeout", cfg.ImageTimeout, "per_host_concurrency", cfg.PerHostConcurrency, "append_linger", cfg.AppendLinger, "job_slots", cfg.JobSlots, "image_slots", cfg.ImageSlots, "min_image_slots", cfg.MinImageSlots, "sched_latency_target", cfg.SchedLatencyTarget,
 		"store_concurrency", cfg.StoreConcurrency, "max_attempts", cfg.MaxAttempts,
 		"shutdown_timeout", cfg.ShutdownTimeout, "max_body_bytes", cfg.MaxBodyBytes,
 		"max_visits", cfg.MaxVisits, "max_images", cfg.MaxImages, "max_url_length", cfg.MaxURLLength,
