@@ -24,8 +24,12 @@ import (
 type benchConfig struct {
 	loadgen.Config
 	StoreIDs string // comma-separated; "" = every id of the sample store master
-	JSON     bool
-	KeepData bool
+	// ServeImages: run only the image host, on these comma-separated
+	// addresses; ImageHost: use such a host, at these base URLs.
+	ServeImages string
+	ImageHost   string
+	JSON        bool
+	KeepData    bool
 
 	serveArgs []string // service flags given on the command line, passed through
 }
@@ -68,6 +72,8 @@ func (cfg *benchConfig) flagSet(stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.HeaderOffsetKB, "header-offset", 0, "KiB of metadata (APP1/EXIF-like segments) before the JPEG frame header")
 	fs.BoolVar(&cfg.HostIgnoresRange, "host-ignores-range", false, "the image host ignores Range and always serves the whole body (by default it honours Range as S3 and nginx do)")
 	fs.IntVar(&cfg.ImageHosts, "image-hosts", 1, "loopback ports the images are spread over (the service limits downloads per host)")
+	fs.StringVar(&cfg.ServeImages, "serve-images", "", "run only the image host, on these comma-separated `HOST:PORT`s, until interrupted (with --photo, --header-offset, --image-bytes, --host-ignores-range); for a run whose image host is a process of its own")
+	fs.StringVar(&cfg.ImageHost, "image-host", "", "take images from a `URL`s (comma-separated) of a `retailpulse bench --serve-images` process instead of serving them in this one")
 	fs.StringVar(&cfg.StoreIDs, "store-ids", "", "store ids the visits cycle through, comma-separated; empty = the 20 ids of the sample store master")
 	fs.IntVar(&cfg.SubmitConcurrency, "submit-concurrency", 4, "submits in flight at once")
 	fs.IntVar(&cfg.StatusRPS, "status-rps", 0, "status requests per second issued against random jobs while they run (0 = none)")
@@ -98,8 +104,13 @@ func parseBenchConfig(args []string, stderr io.Writer) (*benchConfig, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	imageBytesSet := false
+	var hostFlags []string // flags describing the images, set explicitly
 	fs.Visit(func(f *flag.Flag) {
 		imageBytesSet = imageBytesSet || f.Name == "image-bytes"
+		switch f.Name {
+		case "image-bytes", "photo", "header-offset", "host-ignores-range", "image-hosts":
+			hostFlags = append(hostFlags, "--"+f.Name)
+		}
 		for _, sf := range benchServeFlags {
 			if sf.name == f.Name {
 				cfg.serveArgs = append(cfg.serveArgs, "--"+f.Name, f.Value.String())
@@ -108,6 +119,24 @@ func parseBenchConfig(args []string, stderr io.Writer) (*benchConfig, error) {
 	})
 	if cfg.Photo && !imageBytesSet {
 		cfg.ImageBytes = benchPhotoBytes
+	}
+	if cfg.ImageHost != "" {
+		if len(hostFlags) > 0 {
+			return nil, fmt.Errorf("%s describes the images bench serves; with --image-host the host's own flags do (give them to --serve-images)", hostFlags[0])
+		}
+		for _, u := range strings.Split(cfg.ImageHost, ",") {
+			pu, err := url.Parse(strings.TrimSpace(u))
+			if err != nil || pu.Scheme != "http" || pu.Host == "" || (pu.Path != "" && pu.Path != "/") {
+				return nil, fmt.Errorf("--image-host: want http://host:port[,…] of a --serve-images process, got %q", u)
+			}
+			cfg.ImageHostURLs = append(cfg.ImageHostURLs, strings.TrimSuffix(pu.String(), "/"))
+		}
+	}
+	if cfg.ServeImages != "" {
+		if cfg.ImageHost != "" || cfg.URL != "" || len(cfg.serveArgs) > 0 {
+			return nil, errors.New("--serve-images runs only an image host: it takes none of --url, --image-host or the service's flags")
+		}
+		return cfg, cfg.Config.ValidateImages()
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -188,6 +217,18 @@ func (m *Main) bench(ctx context.Context, args []string) int {
 			return nil, err // not a nil *benchService in a non-nil interface
 		}
 		return svc, nil
+	}
+	if cfg.ServeImages != "" {
+		var addrs []string
+		for _, a := range strings.Split(cfg.ServeImages, ",") {
+			addrs = append(addrs, strings.TrimSpace(a))
+		}
+		hc := loadgen.HostConfig{ImageBytes: cfg.ImageBytes, Photo: cfg.Photo, HeaderOffsetKB: cfg.HeaderOffsetKB, IgnoresRange: cfg.HostIgnoresRange}
+		if err := loadgen.ServeImages(ctx, hc, addrs, m.Stdout); err != nil {
+			fmt.Fprintf(m.Stderr, "retailpulse bench: %v\n", err)
+			return exitError
+		}
+		return exitOK
 	}
 	res, err := loadgen.Run(ctx, &cfg.Config, start, m.Stderr)
 	if err != nil {

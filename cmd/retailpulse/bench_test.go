@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/retailpulse/retailpulse/cmd/retailpulse/internal/loadgen"
+	"github.com/retailpulse/retailpulse/events/jsstore/jstest"
 )
 
 // runBenchCommand runs `retailpulse bench args...` and decodes its --json
@@ -148,5 +150,56 @@ func TestBench_TimeoutFails(t *testing.T) {
 	}
 	if len(res.Failures) == 0 || !strings.Contains(res.Failures[0], "timeout") {
 		t.Fatalf("failures %v, want a timeout", res.Failures)
+	}
+}
+
+// The image host as a process of its own: `bench --serve-images` serves
+// W2's photos, and a run against it with --image-host takes the image's
+// description and the bytes served from the host's counters.
+func TestBench_ImageHostInItsOwnProcess(t *testing.T) {
+	bin := procBuild(t)
+	host := procSpawn(t, "image host", 0, bin, "bench", "--serve-images", "127.0.0.1:0,127.0.0.1:0", "--photo", "--header-offset", "24")
+	var urls []string
+	jstest.CheckFor(t, time.Minute, func() error {
+		out := host.out.String()
+		_, rest, ok := strings.Cut(out, " at [")
+		list, _, ok2 := strings.Cut(rest, "]")
+		if !ok || !ok2 {
+			if host.exited() {
+				t.Fatalf("image host exited: %s", out)
+			}
+			return fmt.Errorf("no URLs printed yet: %q", out)
+		}
+		urls = strings.Fields(list)
+		return nil
+	})
+	if len(urls) != 2 {
+		t.Fatalf("image host URLs %v, want 2", urls)
+	}
+	args := []string{"--image-host", strings.Join(urls, ","), "--jobs", "2", "--visits", "2", "--images", "5", "--gpu-pause", "0", "--fail-rate", "0.2", "--json"}
+	for range 2 { // the second run counts only its own requests
+		code, res, stderr := runBenchCommand(t, args...)
+		if code != exitOK || !res.Pass {
+			t.Fatalf("exit %d; failures %v\nstderr: %s", code, res.Failures, stderr)
+		}
+		if !res.Photo || res.HeaderOffsetKB != 24 || res.ImageBytes != benchPhotoBytes || !res.HostRange || res.ImageHosts != 2 || res.HostProcess != "own" {
+			t.Fatalf("image host not described: %+v", res)
+		}
+		if res.ImageRequests != 20 {
+			t.Errorf("image host counted %d requests, want 20 (one per image, 404s included)", res.ImageRequests)
+		}
+		if res.ImageBytesServedPerImage != 65536 {
+			t.Errorf("%.0f bytes served per image, want one 64 KiB range", res.ImageBytesServedPerImage)
+		}
+	}
+	for _, args := range [][]string{
+		{"--image-host", urls[0], "--photo"},
+		{"--image-host", "ftp://x"},
+		{"--serve-images", "127.0.0.1:0", "--url", "http://127.0.0.1:1"},
+		{"--serve-images", "127.0.0.1:0", "--gpu-pause", "0"},
+	} {
+		if code, _, stderr := runBenchCommand(t, args...); code != exitUsage {
+			t.Errorf("bench %v: exit %d, want %d; stderr: %s", args, code, exitUsage, stderr)
+		}
 	}
 }

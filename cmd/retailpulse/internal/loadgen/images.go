@@ -3,6 +3,7 @@ package loadgen
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -13,6 +14,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +36,7 @@ type imageSpec struct {
 // Last-Modified) unless told to ignore it, and counts the body bytes it
 // wrote.
 type imageHost struct {
+	spec         imageSpec
 	urls         []string
 	body         []byte
 	etag         string
@@ -44,16 +47,22 @@ type imageHost struct {
 	bytesWritten atomic.Int64
 }
 
+// startImageHost starts a host on hosts loopback ports of its choosing.
 func startImageHost(spec imageSpec, hosts int, ignoreRange bool) (*imageHost, error) {
+	return listenImageHost(spec, slices.Repeat([]string{"127.0.0.1:0"}, hosts), ignoreRange)
+}
+
+// listenImageHost starts a host listening on each of addrs.
+func listenImageHost(spec imageSpec, addrs []string, ignoreRange bool) (*imageHost, error) {
 	body, err := makeImage(spec)
 	if err != nil {
 		return nil, err
 	}
-	b := &imageHost{body: body, ignoreRange: ignoreRange, modTime: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+	b := &imageHost{spec: spec, body: body, ignoreRange: ignoreRange, modTime: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 		etag: fmt.Sprintf(`"%08x-%x"`, crc32.ChecksumIEEE(body), len(body))}
 	b.srv = &http.Server{Handler: http.HandlerFunc(b.serve), ReadHeaderTimeout: 10 * time.Second}
-	for range hosts {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for _, addr := range addrs {
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			b.close()
 			return nil, fmt.Errorf("image server: %w", err)
@@ -64,7 +73,32 @@ func startImageHost(spec imageSpec, hosts int, ignoreRange bool) (*imageHost, er
 	return b, nil
 }
 
+// statsPath is where a host reports its counters (hostStats as JSON);
+// requests to it are not counted.
+const statsPath = "/_stats"
+
+// hostStats is what an image host reports at statsPath: its counters and
+// the image it serves.
+type hostStats struct {
+	Requests       int64 `json:"requests"`
+	BytesServed    int64 `json:"bytes_served"`
+	ImageBytes     int   `json:"image_bytes"`
+	Photo          bool  `json:"photo"`
+	HeaderOffsetKB int   `json:"header_offset_kb"`
+	HonoursRange   bool  `json:"honours_range"`
+}
+
+func (b *imageHost) stats() hostStats {
+	return hostStats{Requests: b.requests.Load(), BytesServed: b.bytesWritten.Load(), ImageBytes: len(b.body),
+		Photo: b.spec.photo, HeaderOffsetKB: b.spec.headerBytes >> 10, HonoursRange: !b.ignoreRange}
+}
+
 func (b *imageHost) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == statsPath {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(b.stats())
+		return
+	}
 	b.requests.Add(1)
 	if !strings.HasPrefix(r.URL.Path, "/img/") {
 		http.NotFound(w, r)

@@ -11,21 +11,28 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"time"
 )
 
 // Config is one run. Its checks name the bench command's flags.
 type Config struct {
-	URL               string // target service; "" = an in-process service, started by Run's start
-	Jobs              int
-	Visits            int // per job
-	Images            int // per visit
-	FailRate          float64
-	ImageBytes        int
-	ImageHosts        int
-	Photo             bool     // serve a camera-like 4032x3024 JPEG with a high-entropy body
-	HeaderOffsetKB    int      // KiB of metadata before the JPEG frame header
-	HostIgnoresRange  bool     // the image host answers every request with the whole body
+	URL              string // target service; "" = an in-process service, started by Run's start
+	Jobs             int
+	Visits           int // per job
+	Images           int // per visit
+	FailRate         float64
+	ImageBytes       int
+	ImageHosts       int
+	Photo            bool // serve a camera-like 4032x3024 JPEG with a high-entropy body
+	HeaderOffsetKB   int  // KiB of metadata before the JPEG frame header
+	HostIgnoresRange bool // the image host answers every request with the whole body
+	// ImageHostURLs, when set, are the base URLs of an image host running
+	// in another process (ServeImages; ports of one process): Run starts
+	// none, and takes the image's description and the bytes served from
+	// the host's counters. ImageBytes, Photo, HeaderOffsetKB,
+	// HostIgnoresRange and ImageHosts then do not apply.
+	ImageHostURLs     []string
 	Stores            []string // store ids the visits cycle through; not empty
 	SubmitConcurrency int
 	StatusRPS         int
@@ -54,8 +61,6 @@ func (cfg *Config) Validate() error {
 			int64(cfg.Jobs)*int64(cfg.Visits)*int64(cfg.Images) <= MaxImages,
 			fmt.Sprintf("at most %d images in all", MaxImages)},
 		{cfg.FailRate >= 0 && cfg.FailRate <= 1, "--fail-rate must be between 0 and 1"},
-		{cfg.ImageBytes >= 0 && cfg.ImageBytes <= MaxImageBytes, fmt.Sprintf("--image-bytes must be between 0 and %d", MaxImageBytes)},
-		{cfg.HeaderOffsetKB >= 0 && cfg.HeaderOffsetKB <= MaxImageBytes>>10, fmt.Sprintf("--header-offset must be between 0 and %d (KiB)", MaxImageBytes>>10)},
 		{cfg.ImageHosts > 0 && cfg.ImageHosts <= 64, "--image-hosts must be between 1 and 64"},
 		{cfg.SubmitConcurrency > 0, "--submit-concurrency must be positive"},
 		{cfg.StatusRPS >= 0 && cfg.StatusRPS <= 100_000, "--status-rps must be between 0 and 100000"},
@@ -68,6 +73,17 @@ func (cfg *Config) Validate() error {
 		if !c.ok {
 			return errors.New(c.what)
 		}
+	}
+	return cfg.ValidateImages()
+}
+
+// ValidateImages checks the numbers describing the served image.
+func (cfg *Config) ValidateImages() error {
+	switch {
+	case cfg.ImageBytes < 0 || cfg.ImageBytes > MaxImageBytes:
+		return fmt.Errorf("--image-bytes must be between 0 and %d", MaxImageBytes)
+	case cfg.HeaderOffsetKB < 0 || cfg.HeaderOffsetKB > MaxImageBytes>>10:
+		return fmt.Errorf("--header-offset must be between 0 and %d (KiB)", MaxImageBytes>>10)
 	}
 	return nil
 }
@@ -87,14 +103,28 @@ type StartFunc func(context.Context) (Service, error)
 // lines to progress. cfg must be valid. An error means the run could not
 // be made; a run whose jobs ended wrongly returns a result with Pass false.
 func Run(ctx context.Context, cfg *Config, start StartFunc, progress io.Writer) (*Result, error) {
-	spec := imageSpec{size: cfg.ImageBytes, photo: cfg.Photo, headerBytes: cfg.HeaderOffsetKB << 10}
-	imgs, err := startImageHost(spec, cfg.ImageHosts, cfg.HostIgnoresRange)
+	res := newResult(cfg)
+	var hostURLs []string
+	var hostStatsNow func(context.Context) (hostStats, error)
+	if len(cfg.ImageHostURLs) > 0 {
+		remote := &remoteHost{urls: cfg.ImageHostURLs, client: &http.Client{Timeout: 10 * time.Second}}
+		hostURLs, hostStatsNow = remote.urls, remote.stats
+	} else {
+		spec := imageSpec{size: cfg.ImageBytes, photo: cfg.Photo, headerBytes: cfg.HeaderOffsetKB << 10}
+		imgs, err := startImageHost(spec, cfg.ImageHosts, cfg.HostIgnoresRange)
+		if err != nil {
+			return nil, err
+		}
+		defer imgs.close()
+		hostURLs = imgs.urls
+		hostStatsNow = func(context.Context) (hostStats, error) { return imgs.stats(), nil }
+	}
+	hostBefore, err := hostStatsNow(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer imgs.close()
+	res.setHostSpec(hostBefore, len(hostURLs), len(cfg.ImageHostURLs) > 0)
 
-	res := newResult(cfg)
 	target := cfg.URL
 	if target == "" {
 		svc, err := start(ctx)
@@ -120,7 +150,7 @@ func Run(ctx context.Context, cfg *Config, start StartFunc, progress io.Writer) 
 	}
 
 	r := &loadRun{cfg: cfg, client: client, res: res, progress: progress,
-		work: workload{images: imgs.urls, stores: cfg.Stores, visits: cfg.Visits, perVisit: cfg.Images, failRate: cfg.FailRate, seed: cfg.Seed}}
+		work: workload{images: hostURLs, stores: cfg.Stores, visits: cfg.Visits, perVisit: cfg.Images, failRate: cfg.FailRate, seed: cfg.Seed}}
 	r.run(ctx)
 
 	if err := stopProfile(); err != nil {
@@ -130,6 +160,10 @@ func Run(ctx context.Context, cfg *Config, start StartFunc, progress io.Writer) 
 	res.setResources(m.finish())
 	after, ok := client.scrape(ctx)
 	res.setEvents(before, after, ok)
-	res.setImageHost(imgs.requests.Load(), imgs.bytesWritten.Load(), len(imgs.body))
+	hostAfter, err := hostStatsNow(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.setImageHost(hostAfter.Requests-hostBefore.Requests, hostAfter.BytesServed-hostBefore.BytesServed)
 	return res, nil
 }

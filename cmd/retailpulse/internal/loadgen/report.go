@@ -24,6 +24,7 @@ type Result struct {
 	Photo          bool    `json:"photo"`
 	HeaderOffsetKB int     `json:"header_offset_kb"`
 	HostRange      bool    `json:"host_honours_range"`
+	HostProcess    string  `json:"image_host_process"` // "own" (--image-host) or "bench" (served by the generator's process)
 	Stores         int     `json:"stores"`
 
 	WallSeconds     float64 `json:"wall_seconds"` // first submit to last job seen terminal
@@ -168,12 +169,21 @@ func (r *Result) setEvents(before, after promSample, ok bool) {
 	}
 }
 
-// setImageHost records what the image server served: requests, body
-// bytes written, and the size of the image it built.
-func (r *Result) setImageHost(requests, written int64, size int) {
+// setHostSpec records the image the host serves, as it reports it, and
+// how many ports it serves on.
+func (r *Result) setHostSpec(st hostStats, hosts int, own bool) {
+	r.ImageBytes, r.Photo, r.HeaderOffsetKB, r.HostRange, r.ImageHosts = st.ImageBytes, st.Photo, st.HeaderOffsetKB, st.HonoursRange, hosts
+	r.HostProcess = "bench"
+	if own {
+		r.HostProcess = "own"
+	}
+}
+
+// setImageHost records what the image server served during the run:
+// requests and body bytes written.
+func (r *Result) setImageHost(requests, written int64) {
 	r.ImageRequests = requests
 	r.ImageBytesServed = written
-	r.ImageBytes = size
 	if n := r.Images - r.FailingImages; n > 0 {
 		r.ImageBytesServedPerImage = float64(written) / float64(n)
 	}
@@ -194,8 +204,8 @@ func (r *Result) WriteTable(w io.Writer) error {
 	if !r.HostRange {
 		ranges = "ignores Range"
 	}
-	row("images", "%s of %d bytes, header after %d KiB of metadata, from %d host(s) that %s; gpu pause %s",
-		kind, r.ImageBytes, r.HeaderOffsetKB, r.ImageHosts, ranges, r.GPUPause)
+	row("images", "%s of %d bytes, header after %d KiB of metadata, from %d host(s) in the %s process that %s; gpu pause %s",
+		kind, r.ImageBytes, r.HeaderOffsetKB, r.ImageHosts, r.HostProcess, ranges, r.GPUPause)
 	row("throughput", "%.0f images/s (wall %.2fs, first submit to last job terminal)", r.ImagesPerSecond, r.WallSeconds)
 	row("jobs", "%d submitted, %d completed, %d failed", r.JobsSubmitted, r.JobsCompleted, r.JobsFailed)
 	row("submit latency", "p50 %.1fms  p99 %.1fms  max %.1fms  (%d submits in %.2fs, %d retried on 503)",
