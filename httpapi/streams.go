@@ -97,9 +97,9 @@ type StreamsConfig struct {
 	RecentBytes int64
 	// MaxHistoryReads bounds the reads of every job's history (GET
 	// /api/events with since or Last-Event-ID) running at once: each holds
-	// one of the stream's consumers, of which NATS allows 1,000 per stream
-	// by default. Further streams wait for a free read. Default
-	// DefaultMaxHistoryReads.
+	// one of the stream's consumers, which the stream does not limit in
+	// number but each of which costs the server memory and work. Further
+	// streams wait for a free read. Default DefaultMaxHistoryReads.
 	MaxHistoryReads int
 	// StallTimeout: a tail that hands out nothing for this long while the
 	// log holds messages beyond it is restarted where it stopped (a reader

@@ -58,9 +58,10 @@ func (a *Auth) users() []*server.User {
 // own inboxes; read the stream's info and its messages by sequence;
 // create, read from, acknowledge on and delete its own consumers on the
 // stream. It may not publish to the log's subjects, delete, purge or
-// change the stream or its messages, create other streams, or create,
-// read, acknowledge on, change or delete the work consumer (WorkConsumer),
-// under any of the API's subject forms. deploy/nats/nats-server.conf
+// change the stream or its messages, create other streams, list the
+// stream's consumers (the list would name the work consumer and every
+// other subscriber's), or create, read, acknowledge on, change or delete
+// the work consumer (WorkConsumer), under any of the API's subject forms. deploy/nats/nats-server.conf
 // grants the same to its subscriber user.
 func SubscriberPermissions(stream string) *server.Permissions {
 	s, w := stream, WorkConsumer

@@ -258,6 +258,16 @@ func TestAuth_SubscriberIsRefusedWrites(t *testing.T) {
 		{"delete the work consumer", "$JS.API.CONSUMER.DELETE." + st + "." + work, func(ctx context.Context) error {
 			return stream.DeleteConsumer(ctx, work)
 		}},
+		// Listing would show the work consumer and every other
+		// subscriber's consumers (docs/events.md: name the consumer).
+		{"list the consumers' names", "$JS.API.CONSUMER.NAMES." + st, func(ctx context.Context) error {
+			_, err := nc.RequestWithContext(ctx, "$JS.API.CONSUMER.NAMES."+st, []byte(`{}`))
+			return err
+		}},
+		{"list the consumers", "$JS.API.CONSUMER.LIST." + st, func(ctx context.Context) error {
+			_, err := nc.RequestWithContext(ctx, "$JS.API.CONSUMER.LIST."+st, []byte(`{}`))
+			return err
+		}},
 		{"acknowledge a work delivery", "$JS.ACK." + st + "." + work + ".1.1.1.0.0", func(ctx context.Context) error {
 			return nc.Publish("$JS.ACK."+st+"."+work+".1.1.1.0.0", []byte("+ACK"))
 		}},
