@@ -362,3 +362,12 @@ func TestView_JobStores(t *testing.T) {
 		t.Fatalf("not a job: %v", err)
 	}
 }
+
+func TestView_CountJobs(t *testing.T) {
+	v := queryFixture(t)
+	for status, want := range map[events.Status]int{events.StatusOngoing: 1, events.StatusFailed: 1, events.StatusCompleted: 1} {
+		if n, err := v.CountJobs(context.Background(), status); err != nil || n != want {
+			t.Errorf("%s: %d, %v; want %d", status, n, err, want)
+		}
+	}
+}
