@@ -109,7 +109,8 @@
   }
 
   // stream reads a text/event-stream route with fetch(), so the token goes
-  // in the Authorization header (EventSource cannot send one). It calls
+  // in the Authorization header (the browser's event source cannot send
+  // one, and a token in the URL would end up in logs). It calls
   // onEvent({id, type, data}) per event, reconnects with Last-Event-ID
   // after a failure, and stops when signal aborts or onEvent returns
   // "stop". onState(true/false) tells whether it is connected.
