@@ -447,24 +447,41 @@
       }
     }
 
+    // A store's row moves with each of its images' events; the table is
+    // read again now and then (refreshDetail) for the failures' reasons.
+    const storeRows = new Map();
+    function bumpStore(storeId, type) {
+      const r = storeRows.get(storeId);
+      if (!r) return;
+      const s = r.s;
+      if (s.processed + s.failed >= s.images) return;
+      if (type === "image_processed") s.processed++; else s.failed++;
+      r.cells.processed.textContent = String(s.processed);
+      r.cells.failed.textContent = String(s.failed);
+      setProgress(r.cells.progress, s.processed + s.failed, s.images);
+    }
+
     async function loadStores() {
       try {
         const js = await api("/api/jobs/" + encodeURIComponent(id) + "/stores", { signal });
         if (signal.aborted) return;
+        storeRows.clear();
         clear(stores);
         if (!js.stores.length) { stores.append(state("empty", "This job has no visits.")); return; }
         stores.append(table("Stores of job " + id, ["Store", ["Name", "hide-narrow"], ["Area", "hide-narrow"], ["Visits", "num hide-narrow"], ["Images", "num"], ["Processed", "num"], ["Failed", "num"], "Progress", "First failure"],
           js.stores.map((s) => {
             const f = s.first_failure;
+            const cells = { processed: el("td", { class: "num" }, String(s.processed)), failed: el("td", { class: "num" }, String(s.failed)),
+              progress: progressCell(s.processed + s.failed, s.images, "Progress of store " + s.store_id) };
+            storeRows.set(s.store_id, { s, cells });
             return el("tr", { "data-store": s.store_id },
               el("th", { scope: "row", class: "mono" }, s.store_id),
               el("td", { class: "hide-narrow" }, s.store_name || el("span", { class: "muted" }, "not in the store master")),
               el("td", { class: "hide-narrow" }, s.area_code || "—"),
               el("td", { class: "num hide-narrow" }, String(s.visits)),
               el("td", { class: "num" }, String(s.images)),
-              el("td", { class: "num" }, String(s.processed)),
-              el("td", { class: "num" }, String(s.failed)),
-              el("td", {}, progressCell(s.processed + s.failed, s.images, "Progress of store " + s.store_id)),
+              cells.processed, cells.failed,
+              el("td", {}, cells.progress),
               f ? el("td", { class: "reason url" }, f.reason, f.reason === "unknown store" ? "" : el("span", { class: "muted" }, " — " + f.url)) : el("td", {}, "—"));
           })));
       } catch (e) {
@@ -529,6 +546,7 @@
             if (settled.has(key) || jobStatus !== "ongoing") break; // the first outcome wins
             settled.set(key, ev.type);
             if (ev.type === "image_processed") processed++; else failed++;
+            bumpStore(d.store_id, ev.type);
             refreshDetail();
             break;
           }
