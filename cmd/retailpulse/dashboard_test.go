@@ -339,7 +339,7 @@ func TestDashboard_OperatorScenario(t *testing.T) {
 	tokens <- struct{}{}
 	p.wait("progress between 0 and 100%", `document.querySelector("#job-progress .pct").textContent === "57%"`, 15*time.Second) // 4 of 7
 	p.wait("the stores' rows moving", `[...document.querySelectorAll("#job-stores tbody tr")].reduce((n, r) => n + Number(r.cells[5].textContent), 0) === 2`, 10*time.Second)
-	p.screenshot("dashboard-job-progress.png")
+	p.screenshot("dashboard-job.png")
 	release()
 	p.wait("progress at 100%", `document.querySelector("#job-progress .pct").textContent === "100%" && document.querySelector("#job-status").textContent === "failed"`, 20*time.Second)
 	if !eval[bool](p, `window.__loadedOnce === true`) {
@@ -367,7 +367,6 @@ func TestDashboard_OperatorScenario(t *testing.T) {
 	if ev := p.text("#job-events"); !strings.Contains(ev, "job_submitted") || !strings.Contains(ev, "job_completed") || strings.Count(ev, "  image_processed  ")+strings.Count(ev, "  image_failed  ") != 7 {
 		t.Errorf("raw events:\n%s", ev)
 	}
-	p.screenshot("dashboard-job.png")
 
 	// The job list, reached by the navigation: no reload, the job at 100%,
 	// and a job submitted meanwhile appears by itself.
