@@ -322,13 +322,19 @@ func TestDashboard_OperatorScenario(t *testing.T) {
 	}
 
 	// A job with a processed store, a store with a 404 image and an
-	// unknown store; submitted from the keyboard.
+	// unknown store, uploaded from a file and submitted from the keyboard.
 	job := jobBody(
 		visit{storeA, []string{img.URL + "/640x480.png", img.URL + "/800x600.jpg", img.URL + "/3x4.gif"}, "2026-11-23T10:00:00Z"},
 		visit{storeB, []string{img.URL + "/100x50.png", img.URL + "/404", img.URL + "/7x9.png"}, "2026-11-23T10:05:00Z"},
 		visit{unknown, []string{img.URL + "/2x2.png"}, "2026-11-23T10:10:00Z"},
 	)
-	p.do("submit a job from the keyboard", chromedp.SetValue(chromedp.CSS("#job-json"), job), chromedp.Focus(chromedp.CSS("#submit-button")), chromedp.KeyEvent("\r"))
+	jobFile := filepath.Join(t.TempDir(), "job.json")
+	if err := os.WriteFile(jobFile, []byte(job), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.do("upload the job", chromedp.SetUploadFiles(chromedp.CSS("#job-file"), []string{jobFile}))
+	p.wait("the uploaded job in the input", fmt.Sprintf(`document.querySelector("#job-json").value === %q`, job), 10*time.Second)
+	p.do("submit from the keyboard", chromedp.Focus(chromedp.CSS("#submit-button")), chromedp.KeyEvent("\r"))
 	p.wait("the new job's page", `/^#\/jobs\/\d+$/.test(location.hash) && document.querySelector("#job-progress .pct") !== null`, 10*time.Second)
 	id := strings.TrimPrefix(eval[string](p, `location.hash`), "#/jobs/")
 
@@ -433,6 +439,8 @@ func TestDashboard_OperatorScenario(t *testing.T) {
 	p.do("open the jobs", chromedp.Click(chromedp.CSS(`a[data-nav="jobs"]`)))
 	p.wait("the job list", `document.querySelectorAll("#jobs-body tbody tr").length === 3`, 10*time.Second)
 	p.screenshot("dashboard-jobs.png")
+	eval[string](p, `const s = document.querySelector("#job-status"); s.value = "failed"; s.dispatchEvent(new Event("change")); s.value`)
+	p.wait("the failed jobs only", `location.hash === "#/jobs?status=failed" && document.querySelectorAll("#jobs-body tbody tr").length === 1 && document.querySelector('#jobs-body tr[data-job="`+id+`"]') !== null`, 10*time.Second)
 	if !eval[bool](p, `window.__loadedOnce === true`) {
 		t.Fatal("the page reloaded")
 	}

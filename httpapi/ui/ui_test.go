@@ -20,7 +20,7 @@ func get(t *testing.T, method, target string) *httptest.ResponseRecorder {
 
 // Every answer carries the strict policy; the page and its files have
 // their types.
-func TestHandler_ServesFilesWithContentSecurityPolicy(t *testing.T) {
+func TestHandler_ServesUIFilesWithContentSecurityPolicy(t *testing.T) {
 	for _, tt := range []struct{ target, ctype, contains string }{
 		{"/", "text/html; charset=utf-8", `<script src="/ui/app.js" defer></script>`},
 		{"/ui/", "text/html; charset=utf-8", "<title>"},
@@ -53,7 +53,7 @@ func TestHandler_ServesFilesWithContentSecurityPolicy(t *testing.T) {
 
 // The policy allows the page's own origin only: no inline script or
 // style, no other origin for anything.
-func TestContentSecurityPolicy_IsSelfOnly(t *testing.T) {
+func TestContentSecurityPolicy_UIIsSelfOnly(t *testing.T) {
 	p := ui.ContentSecurityPolicy
 	for _, want := range []string{"default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'", "base-uri 'none'"} {
 		if !strings.Contains(p, want) {
@@ -69,7 +69,7 @@ func TestContentSecurityPolicy_IsSelfOnly(t *testing.T) {
 
 // The files need nothing the policy forbids, and the script never parses
 // server data as HTML: every string reaches the page as text.
-func TestFiles_NoInlineCodeNoHTMLParsing(t *testing.T) {
+func TestFiles_UIHasNoInlineCodeNorHTMLParsing(t *testing.T) {
 	read := func(name string) string {
 		b, err := fs.ReadFile(ui.Files, name)
 		if err != nil {

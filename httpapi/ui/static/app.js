@@ -182,6 +182,17 @@
     };
   }
 
+  // perFrame(fn) runs fn once before the next frame however often it is
+  // asked: a burst of events repaints once.
+  function perFrame(fn) {
+    let queued = false;
+    return function () {
+      if (queued) return;
+      queued = true;
+      requestAnimationFrame(() => { queued = false; fn(); });
+    };
+  }
+
   // ---- routing -----------------------------------------------------------
 
   // Each view gets a fresh AbortController; leaving the view aborts its
@@ -311,9 +322,12 @@
         j.status = d.status; j.processed = d.processed; j.failed = d.failed;
         announce.textContent = "Job " + j.job_id + " " + d.status + ".";
       } else return;
-      paint(r);
+      dirty.add(r);
+      paintDirty();
       correct();
     }
+    const dirty = new Set();
+    const paintDirty = perFrame(() => { for (const r of dirty) paint(r); dirty.clear(); });
     // The counters above move with each event; the list is read again now
     // and then so that they end exactly as the read model says.
     const correct = throttle(() => load(true), 2000);
@@ -421,13 +435,21 @@
       }
     }
 
+    // Raw events: the last MAX_EVENT_LINES, written once per frame.
+    let newLines = [];
     function addEventLine(ev) {
       eventLines++;
-      eventsCount.textContent = "(" + eventLines + ")";
-      eventsPre.append(document.createTextNode(ev.id + "  " + ev.type + "  " + (typeof ev.data === "string" ? ev.data : JSON.stringify(ev.data)) + "\n"));
-      while (eventsPre.childNodes.length > MAX_EVENT_LINES) eventsPre.firstChild.remove();
-      if (eventLines > MAX_EVENT_LINES) eventsCount.textContent = "(" + eventLines + "; the last " + MAX_EVENT_LINES + " shown)";
+      newLines.push(ev.id + "  " + ev.type + "  " + (typeof ev.data === "string" ? ev.data : JSON.stringify(ev.data)) + "\n");
+      if (newLines.length > MAX_EVENT_LINES) newLines = newLines.slice(-MAX_EVENT_LINES);
+      flushLines();
     }
+    const flushLines = perFrame(() => {
+      for (const line of newLines) eventsPre.append(document.createTextNode(line));
+      newLines = [];
+      while (eventsPre.childNodes.length > MAX_EVENT_LINES) eventsPre.firstChild.remove();
+      eventsCount.textContent = eventLines > MAX_EVENT_LINES ? "(" + eventLines + "; the last " + MAX_EVENT_LINES + " shown)" : "(" + eventLines + ")";
+    });
+    const paintSoon = perFrame(() => paint());
 
     async function loadFailures() {
       try {
@@ -553,11 +575,11 @@
           case "job_completed":
             jobStatus = d.status;
             processed = d.processed; failed = d.failed;
-            paint();
+            paintSoon();
             loadFailures(); loadStores(); loadResults();
             return "stop";
         }
-        paint();
+        paintSoon();
       }, signal, (on) => setLive(jobStatus !== "ongoing" ? null : on));
       loadFailures(); loadStores(); loadResults();
     })();
