@@ -3,11 +3,15 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/retailpulse/retailpulse/events"
+	"github.com/retailpulse/retailpulse/events/jsstore/jstest"
 )
 
 // dashJobs answers the dashboard's routes with fixed values or err.
@@ -128,4 +132,40 @@ func TestHandler_UIServedWhenSet(t *testing.T) {
 	checkJSON(t, serve(h, http.MethodGet, "/api/nope", "", "Authorization", "Bearer secret"), 404, errorBody("not found"))
 	checkJSON(t, serve(h, http.MethodGet, "/elsewhere", ""), 404, errorBody("not found"))
 	checkJSON(t, serve(mustHandler(t, Config{}), http.MethodGet, "/", ""), 404, errorBody("not found"))
+}
+
+// StreamsConfig.OnMessage sees every message of the shared tail, in
+// order, whether or not a client listens.
+func TestStreams_OnMessageSeesEveryMessageOfTheTail(t *testing.T) {
+	var mu sync.Mutex
+	var seqs []uint64
+	imagesSeen := 0
+	env := newSSEEnv(t, StreamsConfig{OnMessage: func(rec events.Record) {
+		mu.Lock()
+		defer mu.Unlock()
+		seqs = append(seqs, rec.Seq)
+		for _, ev := range rec.Events {
+			switch ev.(type) {
+			case *events.ImageProcessed, *events.ImageFailed:
+				imagesSeen++
+			}
+		}
+	}}, Config{}, nil)
+	id := env.submit(10)
+	env.write(id, events.KindImages, images(0, 6)...)
+	env.write(id, events.KindImages, images(6, 10)...)
+	last := env.complete(id)
+	jstest.CheckFor(t, 10*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(seqs) == 0 || seqs[len(seqs)-1] != last {
+			return fmt.Errorf("seen %v, want up to %d", seqs, last)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seqs) != 4 || seqs[0] != id || !slices.IsSorted(seqs) || imagesSeen != 10 {
+		t.Fatalf("seen %v with %d images", seqs, imagesSeen)
+	}
 }
