@@ -275,20 +275,10 @@ func (p *browserPage) noHorizontalScroll(where string) {
 // the throughput; then the same pages on a 390-pixel-wide phone.
 func TestDashboard_OperatorScenario(t *testing.T) {
 	img := newImageServer(t)
-	// Images wait for tokens until the test lets them all through, so the
-	// page can be seen between 0 and 100%.
-	tokens := make(chan struct{}, 100)
-	released := make(chan struct{})
+	// Images wait at the gate, so the pages can be seen between 0 and 100%.
+	gate := newPauseGate()
 	app, _ := newTestApp(t, t.TempDir())
-	app.Pause = func(ctx context.Context) error {
-		select {
-		case <-tokens:
-		case <-released:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		return nil
-	}
+	app.Pause = gate.pause
 	ta := runApp(t, app)
 	jstest.CheckFor(t, time.Minute, func() error {
 		if !ta.Ready() {
@@ -296,8 +286,7 @@ func TestDashboard_OperatorScenario(t *testing.T) {
 		}
 		return nil
 	})
-	release := sync.OnceFunc(func() { close(released) })
-	t.Cleanup(release)
+	t.Cleanup(gate.open)
 
 	p := newBrowserPage(t, ta.url)
 	start := time.Now()
@@ -341,12 +330,11 @@ func TestDashboard_OperatorScenario(t *testing.T) {
 	// Progress moves: the failures settle at once, two images more get a
 	// token; then the rest.
 	p.wait("progress above 0%", `document.querySelector("#job-progress .pct").textContent === "28%"`, 15*time.Second) // 2 of 7
-	tokens <- struct{}{}
-	tokens <- struct{}{}
+	gate.let(2)
 	p.wait("progress between 0 and 100%", `document.querySelector("#job-progress .pct").textContent === "57%"`, 15*time.Second) // 4 of 7
 	p.wait("the stores' rows moving", `[...document.querySelectorAll("#job-stores tbody tr")].reduce((n, r) => n + Number(r.cells[5].textContent), 0) === 2`, 10*time.Second)
 	p.screenshot("dashboard-job.png")
-	release()
+	gate.open()
 	p.wait("progress at 100%", `document.querySelector("#job-progress .pct").textContent === "100%" && document.querySelector("#job-status").textContent === "failed"`, 20*time.Second)
 	if !eval[bool](p, `window.__loadedOnce === true`) {
 		t.Fatal("the page reloaded")
@@ -381,6 +369,17 @@ func TestDashboard_OperatorScenario(t *testing.T) {
 	p.wait("the live indicator", `document.querySelector("#live").textContent === "Live"`, 10*time.Second)
 	other := ta.submit(t, jobBody(visit{storeA, []string{img.URL + "/10x10.png"}, "2026-11-23"}))
 	p.wait("the new job in the list", fmt.Sprintf(`(document.querySelector('tr[data-job="%d"] .pct') || {}).textContent === "100%%"`, other), 15*time.Second)
+	// A job's progress bar moves in the list too.
+	gate.shut()
+	moving := ta.submit(t, jobBody(visit{storeA, []string{img.URL + "/1x2.png", img.URL + "/404", img.URL + "/3x4.png", img.URL + "/5x6.png", img.URL + "/7x8.png"}, "2026-11-23"}))
+	pctOf := func(id uint64) string {
+		return fmt.Sprintf(`(document.querySelector('tr[data-job="%d"] .pct') || {}).textContent`, id)
+	}
+	p.wait("the moving job at 20%", pctOf(moving)+` === "20%"`, 15*time.Second)
+	gate.let(2)
+	p.wait("the moving job at 60%", pctOf(moving)+` === "60%"`, 15*time.Second)
+	gate.open()
+	p.wait("the moving job at 100%", pctOf(moving)+fmt.Sprintf(` === "100%%" && document.querySelector('tr[data-job="%d"] .badge').textContent === "failed"`, moving), 15*time.Second)
 	if !eval[bool](p, `window.__loadedOnce === true`) {
 		t.Fatal("the page reloaded")
 	}
@@ -432,15 +431,15 @@ func TestDashboard_OperatorScenario(t *testing.T) {
 	// Throughput: the charts draw the images settled.
 	p.do("open the throughput", chromedp.Click(chromedp.CSS(`a[data-nav="throughput"]`)))
 	p.wait("the charts", `document.querySelectorAll("#chart-rate svg polyline").length === 2 && document.querySelector("#chart-reasons svg") !== null && document.querySelector("#chart-jobs svg") !== null`, 10*time.Second)
-	if reasons := eval[string](p, `document.querySelector("#chart-reasons svg").getAttribute("aria-label")`); !strings.Contains(reasons, "http 404 1") || !strings.Contains(reasons, "unknown store 1") {
+	if reasons := eval[string](p, `document.querySelector("#chart-reasons svg").getAttribute("aria-label")`); !strings.Contains(reasons, "http 404 2") || !strings.Contains(reasons, "unknown store 1") {
 		t.Errorf("failure chart %q", reasons)
 	}
 	p.screenshot("dashboard-throughput.png")
 	p.do("open the jobs", chromedp.Click(chromedp.CSS(`a[data-nav="jobs"]`)))
-	p.wait("the job list", `document.querySelectorAll("#jobs-body tbody tr").length === 3`, 10*time.Second)
+	p.wait("the job list", `document.querySelectorAll("#jobs-body tbody tr").length === 4`, 10*time.Second)
 	p.screenshot("dashboard-jobs.png")
 	eval[string](p, `const s = document.querySelector("#job-status"); s.value = "failed"; s.dispatchEvent(new Event("change")); s.value`)
-	p.wait("the failed jobs only", `location.hash === "#/jobs?status=failed" && document.querySelectorAll("#jobs-body tbody tr").length === 1 && document.querySelector('#jobs-body tr[data-job="`+id+`"]') !== null`, 10*time.Second)
+	p.wait("the failed jobs only", fmt.Sprintf(`location.hash === "#/jobs?status=failed" && document.querySelectorAll("#jobs-body tbody tr").length === 2 && document.querySelector('#jobs-body tr[data-job="%s"]') !== null && document.querySelector('#jobs-body tr[data-job="%d"]') !== null`, id, moving), 10*time.Second)
 	if !eval[bool](p, `window.__loadedOnce === true`) {
 		t.Fatal("the page reloaded")
 	}
@@ -448,7 +447,7 @@ func TestDashboard_OperatorScenario(t *testing.T) {
 	// A phone: 390 px wide, no horizontal scroll on any page.
 	p.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2)))
 	for _, page := range []struct{ hash, ready string }{
-		{"#/jobs", `document.querySelectorAll("#jobs-body tbody tr").length === 3`},
+		{"#/jobs", `document.querySelectorAll("#jobs-body tbody tr").length === 4`},
 		{"#/jobs/" + id, `document.querySelectorAll("#job-stores tbody tr").length === 3 && document.querySelectorAll("#job-results tbody tr").length === 7`},
 		{"#/visits?area=400050&startdate=2026-11-05&enddate=2026-11-20&search=1", `document.querySelectorAll("#visits-body tbody tr").length === 10`},
 		{"#/throughput", `document.querySelector("#chart-rate svg") !== null`},
@@ -513,4 +512,56 @@ func TestDashboard_ShowsClientTextAsText(t *testing.T) {
 		t.Errorf("results %q", p.text("#job-results"))
 	}
 	p.checkConsole()
+}
+
+// pauseGate holds processed images back (their pause, as the GPU's): each
+// token lets one through; open lets every one through until shut.
+type pauseGate struct {
+	tokens chan struct{}
+	mu     sync.Mutex
+	opened chan struct{} // closed while open
+}
+
+func newPauseGate() *pauseGate {
+	return &pauseGate{tokens: make(chan struct{}, 100), opened: make(chan struct{})}
+}
+
+func (g *pauseGate) pause(ctx context.Context) error {
+	g.mu.Lock()
+	opened := g.opened
+	g.mu.Unlock()
+	select {
+	case <-g.tokens:
+	case <-opened:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// let lets n images through.
+func (g *pauseGate) let(n int) {
+	for range n {
+		g.tokens <- struct{}{}
+	}
+}
+
+func (g *pauseGate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.opened:
+	default:
+		close(g.opened)
+	}
+}
+
+func (g *pauseGate) shut() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.opened:
+		g.opened = make(chan struct{})
+	default:
+	}
 }

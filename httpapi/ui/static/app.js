@@ -102,7 +102,7 @@
     try { body = await res.json(); } catch (e) { body = null; }
     if (!res.ok) {
       let msg = body && typeof body.error === "string" ? body.error : "HTTP " + res.status;
-      if (res.status === 503) msg += " (the service is busy or catching up; it will be retried)";
+      if (res.status === 503) msg += " (the service is busy or catching up: try again in a moment)";
       throw new APIError(res.status, msg);
     }
     return body;
