@@ -264,7 +264,10 @@ func (p *browserPage) noHorizontalScroll(where string) {
 	p.t.Helper()
 	dims := eval[[]int](p, `[document.documentElement.scrollWidth, window.innerWidth]`)
 	if len(dims) != 2 || dims[0] > dims[1] {
-		p.t.Errorf("%s: horizontal scroll: [scrollWidth innerWidth] = %v", where, dims)
+		// Name the elements that stick out.
+		wide := eval[[]string](p, `[...document.querySelectorAll("body *")].filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5)
+			.slice(0, 10).map(e => e.tagName + (e.id ? "#" + e.id : "") + "." + e.className + " right=" + e.getBoundingClientRect().right)`)
+		p.t.Errorf("%s: horizontal scroll: [scrollWidth innerWidth] = %v; wider: %v", where, dims, wide)
 	}
 }
 

@@ -286,6 +286,7 @@
     focusHeading();
 
     const rows = new Map(); // job id -> {job, tr, cells}
+    let newest = 0; // the newest job id on the page
     let loaded = false;
     const pending = []; // events seen before the page loaded
 
@@ -314,7 +315,12 @@
       const d = ev.data || {};
       const r = rows.get(String(d.job_id));
       if (ev.type === "job_submitted") { if (!cursor && (!status || status === "ongoing")) refresh(); return; }
-      if (!r) return;
+      if (!r) {
+        // A job newer than the page's newest: the list was read before
+        // its submission reached the read model; read it again.
+        if (!cursor && Number(d.job_id) > newest && (ev.type === "job_completed" || !status || status === "ongoing")) refresh();
+        return;
+      }
       const j = r.job;
       if (ev.type === "image_processed" && j.status === "ongoing") j.processed = Math.min(j.processed + 1, j.images - j.failed);
       else if (ev.type === "image_failed" && j.status === "ongoing") j.failed = Math.min(j.failed + 1, j.images - j.processed);
@@ -341,6 +347,7 @@
         const page = await api("/api/jobs?" + q, { signal });
         if (signal.aborted) return;
         rows.clear();
+        newest = page.jobs.reduce((n, j) => Math.max(n, Number(j.job_id)), 0);
         const tbody = page.jobs.map((j) => { const r = row(j); rows.set(String(j.job_id), r); return r.tr; });
         clear(body);
         if (!page.jobs.length) {
@@ -490,10 +497,10 @@
         storeRows.clear();
         clear(stores);
         if (!js.stores.length) { stores.append(state("empty", "This job has no visits.")); return; }
-        stores.append(table("Stores of job " + id, ["Store", ["Name", "hide-narrow"], ["Area", "hide-narrow"], ["Visits", "num hide-narrow"], ["Images", "num"], ["Processed", "num"], ["Failed", "num"], "Progress", "First failure"],
+        stores.append(table("Stores of job " + id, ["Store", ["Name", "hide-narrow"], ["Area", "hide-narrow"], ["Visits", "num hide-narrow"], ["Images", "num hide-narrow"], ["Processed", "num hide-narrow"], ["Failed", "num"], "Progress", "First failure"],
           js.stores.map((s) => {
             const f = s.first_failure;
-            const cells = { processed: el("td", { class: "num" }, String(s.processed)), failed: el("td", { class: "num" }, String(s.failed)),
+            const cells = { processed: el("td", { class: "num hide-narrow" }, String(s.processed)), failed: el("td", { class: "num" }, String(s.failed)),
               progress: progressCell(s.processed + s.failed, s.images, "Progress of store " + s.store_id) };
             storeRows.set(s.store_id, { s, cells });
             return el("tr", { "data-store": s.store_id },
@@ -501,7 +508,7 @@
               el("td", { class: "hide-narrow" }, s.store_name || el("span", { class: "muted" }, "not in the store master")),
               el("td", { class: "hide-narrow" }, s.area_code || "—"),
               el("td", { class: "num hide-narrow" }, String(s.visits)),
-              el("td", { class: "num" }, String(s.images)),
+              el("td", { class: "num hide-narrow" }, String(s.images)),
               cells.processed, cells.failed,
               el("td", {}, cells.progress),
               f ? el("td", { class: "reason url" }, f.reason, f.reason === "unknown store" ? "" : el("span", { class: "muted" }, " — " + f.url)) : el("td", {}, "—"));
@@ -590,11 +597,11 @@
   const JOB_HISTORY = 150;
 
   // lineChart draws series ([{name, cls, values}]) over n points as an SVG
-  // with a y axis from 0 to the largest value.
-  function lineChart(label, series, n, xLeft, xRight, unit) {
+  // with a y axis from 0 to the largest value (counts: whole-number ticks).
+  function lineChart(label, series, n, xLeft, xRight, unit, counts) {
     const W = 600, H = 200, L = 40, R = 8, T = 10, B = 22;
     const maxV = Math.max(1, ...series.flatMap((s) => s.values));
-    const top = niceCeil(maxV);
+    const top = counts ? Math.max(4, Math.ceil(niceCeil(maxV) / 4) * 4) : niceCeil(maxV);
     const x = (i) => L + (n <= 1 ? 0 : (i * (W - L - R)) / (n - 1));
     const y = (v) => T + (H - T - B) * (1 - v / top);
     const g = svg("svg", { class: "chart", viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": label });
@@ -678,7 +685,7 @@
           lineChart("Jobs active " + s.jobs.active + ", queued " + s.jobs.queued, [
             { name: "active", cls: "active", values: history.map((h) => h.active) },
             { name: "queued", cls: "queued", values: history.map((h) => h.queued) },
-          ], JOB_HISTORY, "since this page opened", "now", "jobs"),
+          ], JOB_HISTORY, "since this page opened", "now", "jobs", true),
           el("figcaption", {}, "Unfinished jobs: being processed (active) and waiting for an owner (queued)."));
         clear(reasonsFig);
         if (s.failures_by_reason.length) {
