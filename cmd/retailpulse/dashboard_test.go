@@ -357,11 +357,14 @@ func TestDashboard_OperatorScenario(t *testing.T) {
 	if row := p.text(`#job-stores tr[data-store="` + storeB + `"]`); !strings.Contains(row, "http 404 — "+img.URL+"/404") {
 		t.Errorf("store row %q", row)
 	}
-	p.wait("the results", `document.querySelectorAll("#job-results tbody tr").length === 7`, 10*time.Second)
-	if row := p.text("#job-results tbody tr"); !strings.Contains(row, "640 × 480") || !strings.Contains(row, "2240") {
+	// (Read again when the job completed: earlier pages of results may
+	// still be on screen for a moment.)
+	p.wait("the results", `document.querySelectorAll("#job-results tbody tr").length === 7 && document.querySelector("#job-results tbody tr").textContent.includes("640 × 480")`, 10*time.Second)
+	if row := p.text("#job-results tbody tr"); !strings.Contains(row, "2240") {
 		t.Errorf("first result row %q", row)
 	}
-	if ev := p.text("#job-events"); !strings.Contains(ev, "job_submitted") || !strings.Contains(ev, "job_completed") || strings.Count(ev, "  image_processed  ")+strings.Count(ev, "  image_failed  ") != 7 {
+	p.wait("the raw events", `document.querySelector("#job-events").textContent.includes("job_completed")`, 10*time.Second)
+	if ev := p.text("#job-events"); !strings.Contains(ev, "job_submitted") || strings.Count(ev, "  image_processed  ")+strings.Count(ev, "  image_failed  ") != 7 {
 		t.Errorf("raw events:\n%s", ev)
 	}
 
