@@ -571,3 +571,23 @@ func (g *pauseGate) shut() {
 	default:
 	}
 }
+
+// The job list pages through older jobs and back, 20 at a time.
+func TestDashboard_PagesThroughJobs(t *testing.T) {
+	img := newImageServer(t)
+	app := startApp(t, t.TempDir())
+	var ids []uint64
+	for i := range 22 {
+		ids = append(ids, app.submit(t, jobBody(visit{storeA, []string{fmt.Sprintf("%s/%dx1.png", img.URL, i+1)}, "2026-11-23"})))
+	}
+	app.waitDone(t, ids[len(ids)-1])
+	p := newBrowserPage(t, app.url)
+	p.navigate("/#/jobs")
+	firstRow := fmt.Sprintf(`document.querySelector("#jobs-body tbody tr").dataset.job === "%d"`, ids[21])
+	p.wait("the first page", `document.querySelectorAll("#jobs-body tbody tr").length === 20 && `+firstRow, 10*time.Second)
+	p.do("older", chromedp.Click(chromedp.CSS("#jobs-next")))
+	p.wait("the second page", fmt.Sprintf(`document.querySelectorAll("#jobs-body tbody tr").length === 2 && document.querySelector("#jobs-next") === null && document.querySelector("#jobs-body tbody tr").dataset.job === "%d"`, ids[1]), 10*time.Second)
+	p.do("newer", chromedp.Click(chromedp.CSS("#jobs-prev")))
+	p.wait("the first page again", `document.querySelectorAll("#jobs-body tbody tr").length === 20 && document.querySelector("#jobs-prev") === null && `+firstRow, 10*time.Second)
+	p.checkConsole()
+}
