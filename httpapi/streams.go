@@ -165,9 +165,10 @@ func NewStreams(cfg StreamsConfig) (*Streams, error) {
 	s := &Streams{
 		log: cfg.Log, obs: cfg.Observer, logger: cfg.Logger,
 		buffer: cfg.Buffer, keepAlive: cfg.KeepAlive, writeTimeout: cfg.WriteTimeout,
-		started: make(chan struct{}), onMessage: cfg.OnMessage,
-		all:   map[*subscriber]struct{}{},
-		byJob: map[uint64]map[*subscriber]struct{}{},
+		onMessage: cfg.OnMessage,
+		started:   make(chan struct{}),
+		all:       map[*subscriber]struct{}{},
+		byJob:     map[uint64]map[*subscriber]struct{}{},
 	}
 	if cfg.MaxStreams == 0 {
 		cfg.MaxStreams = DefaultMaxStreams
