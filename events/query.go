@@ -125,3 +125,33 @@ type ResultPage struct {
 	Images []ImageResult
 	Next   string
 }
+
+// JobStore is one store of a job: its visits and images, and the job's
+// first failure there.
+type JobStore struct {
+	StoreID   string `json:"store_id"`
+	StoreName string `json:"store_name"` // "" for a store not in the store master
+	AreaCode  string `json:"area_code"`  // ""  likewise
+	Visits    int    `json:"visits"`
+	Images    int    `json:"images"`
+	Processed int    `json:"processed"`
+	Failed    int    `json:"failed"`
+	// FirstFailure is the store's first failed image in submission order
+	// (visit, then index); nil while none failed.
+	FirstFailure *StoreFailure `json:"first_failure,omitempty"`
+}
+
+// StoreFailure is one failed image of a store.
+type StoreFailure struct {
+	Visit  int    `json:"visit"`
+	Index  int    `json:"index"`
+	URL    string `json:"url"`
+	Reason string `json:"reason"` // the reason class ("http 404", "unknown store", ...)
+}
+
+// JobStores is a job's status and its stores, in the order of each store's
+// first visit in the submission.
+type JobStores struct {
+	Status Status
+	Stores []JobStore
+}

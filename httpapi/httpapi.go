@@ -12,6 +12,9 @@
 //	GET  /api/results                200 {"job_id", "status", "images": [...], "next_cursor"} (Results)
 //	GET  /api/visits, /api/jobs, /api/stores/{store_id}/summary (Queries)
 //	GET  /api/openapi.yaml           the OpenAPI document (Config.OpenAPI)
+//	GET  /api/jobs/{id}/stores       a job's stores (JobStores; see dashboard.go)
+//	GET  /api/stats                  recent throughput and jobs (Stats)
+//	GET  /, /ui/...                  the dashboard (Config.UI)
 //	GET  /healthz                    200 {"status": "ok"}
 //	GET  /readyz                     200 {"status": "ready"} or 503 {"status": "not ready"}
 //	GET  /metrics                    Config.MetricsHandler, when set
@@ -126,6 +129,10 @@ type Config struct {
 	// OpenAPI, when set, is served at GET /api/openapi.yaml (behind the
 	// token like every /api/ path): the API's OpenAPI document.
 	OpenAPI []byte
+	// UI, when set, is the dashboard: served at / and under /ui/ (GET and
+	// HEAD), without a token (the page asks for one before it reads the
+	// API). See dashboard.go.
+	UI http.Handler
 }
 
 // handler holds a validated Config.
@@ -270,6 +277,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 				w.Write(spec)
 			}, http.MethodGet, http.MethodHead)))
 	}
+	h.routeDashboard(r, route, cfg, instrument)
 	if cfg.MetricsHandler != nil {
 		route(r, "/metrics", []string{"/metrics"},
 			allowMethods(cfg.MetricsHandler.ServeHTTP, http.MethodGet, http.MethodHead))

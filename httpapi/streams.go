@@ -109,6 +109,10 @@ type StreamsConfig struct {
 	// Logger receives read errors and undecodable messages. Default:
 	// discard.
 	Logger *slog.Logger
+	// OnMessage, if set, is handed every message of the shared tail that
+	// decoded, in stream order, on Run's goroutine: live activity for
+	// whoever counts it (the dashboard's statistics). It must not block.
+	OnMessage func(events.Record)
 }
 
 // Streams serves the event-stream routes. One shared tail of the log (Run)
@@ -132,6 +136,7 @@ type Streams struct {
 	historyReads chan struct{}
 	recentMax    int
 	recentBytes  int64
+	onMessage    func(events.Record)
 
 	ctx    context.Context // cancelled by Close: every stream ends
 	cancel context.CancelFunc
@@ -160,9 +165,10 @@ func NewStreams(cfg StreamsConfig) (*Streams, error) {
 	s := &Streams{
 		log: cfg.Log, obs: cfg.Observer, logger: cfg.Logger,
 		buffer: cfg.Buffer, keepAlive: cfg.KeepAlive, writeTimeout: cfg.WriteTimeout,
-		started: make(chan struct{}),
-		all:     map[*subscriber]struct{}{},
-		byJob:   map[uint64]map[*subscriber]struct{}{},
+		onMessage: cfg.OnMessage,
+		started:   make(chan struct{}),
+		all:       map[*subscriber]struct{}{},
+		byJob:     map[uint64]map[*subscriber]struct{}{},
 	}
 	if cfg.MaxStreams == 0 {
 		cfg.MaxStreams = DefaultMaxStreams
@@ -364,6 +370,9 @@ func newMessage(rec events.Record, err error) *message {
 // client whose buffer is full is dropped: it never slows the tail or
 // anyone else.
 func (s *Streams) dispatch(rec events.Record, err error) error {
+	if err == nil && s.onMessage != nil {
+		s.onMessage(rec)
+	}
 	m := newMessage(rec, err)
 	s.mu.Lock()
 	defer s.mu.Unlock()

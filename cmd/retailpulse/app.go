@@ -26,6 +26,7 @@ import (
 	"github.com/retailpulse/retailpulse/events/jsstore"
 	"github.com/retailpulse/retailpulse/events/sqlview"
 	"github.com/retailpulse/retailpulse/httpapi"
+	"github.com/retailpulse/retailpulse/httpapi/ui"
 	"github.com/retailpulse/retailpulse/metrics"
 	"github.com/retailpulse/retailpulse/storemaster"
 )
@@ -154,6 +155,7 @@ type App struct {
 	admission  *jsstore.Admission
 	writable   atomic.Bool // the event log took writes at the last probe
 	streams    *httpapi.Streams
+	activity   *activity // the dashboard's statistics (stats.go)
 
 	// Pause overrides the configured GPU pause (tests); set before Run.
 	Pause func(context.Context) error
@@ -284,6 +286,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	}
 	a.metrics.ObserveMailboxes(a.engine.MailboxBacklog)
 
+	a.activity = newActivity(statsInterval, statsSamples, time.Now)
 	if a.streams, err = a.setUpStreams(); err != nil {
 		return nil, err
 	}
@@ -310,6 +313,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		MaxPendingResults: cfg.MaxPendingResults,
 		Streams:           a.streams,
 		OpenAPI:           docs.OpenAPI,
+		UI:                ui.Handler(),
 
 		MaxStoreIDLength:   cfg.MaxStoreIDLength,
 		MaxVisitTimeLength: cfg.MaxVisitTimeLength,

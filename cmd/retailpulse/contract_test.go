@@ -154,7 +154,7 @@ func TestOpenAPI_DocumentMatchesTheService(t *testing.T) {
 	sort.Strings(paths)
 	for _, p := range paths {
 		item := c.model.Paths.PathItems.GetOrZero(p)
-		target := strings.ReplaceAll(p, "{store_id}", storeA)
+		target := strings.ReplaceAll(strings.ReplaceAll(p, "{store_id}", storeA), "{id}", fmt.Sprint(id))
 		switch strings.TrimSuffix(p, "/") {
 		case "/api/status", "/api/results":
 			target += fmt.Sprintf("?jobid=%d", id)

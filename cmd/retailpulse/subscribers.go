@@ -115,6 +115,7 @@ func (a *App) setUpStreams() (*httpapi.Streams, error) {
 		MaxStreams: a.cfg.MaxStreams,
 		Observer:   sm,
 		Logger:     a.log,
+		OnMessage:  a.activity.observe,
 	})
 }
 

@@ -61,6 +61,10 @@ func (a *Admission) Refresh(ctx context.Context) error {
 // submits between refreshes cannot overshoot MaxQueued.
 func (a *Admission) Admitted() { a.queued.Add(1) }
 
+// Queued returns the jobs waiting for an owner, as of the last refresh
+// plus those admitted since.
+func (a *Admission) Queued() int64 { return a.queued.Load() }
+
 // Run refreshes every Interval until ctx ends.
 func (a *Admission) Run(ctx context.Context) {
 	t := time.NewTicker(a.Interval)

@@ -79,3 +79,23 @@ func TestVisitQuery_PagesAreIndexRangeScans(t *testing.T) {
 		t.Logf("%+v: %s", f, text)
 	}
 }
+
+// A job's stores read the job's visits and one visit's images by primary
+// key, never a scan of the tables.
+func TestJobStoresQueries_LookUpByPrimaryKey(t *testing.T) {
+	v, err := Open(context.Background(), filepath.Join(t.TempDir(), "readmodel.db"), Options{Log: Log{Stream: "S", Created: "c", LastSeq: 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	plan := explain(t, v, jobStoresQuery, 1)
+	if !strings.Contains(plan, "SEARCH v USING PRIMARY KEY (job_id=?)") || strings.Contains(plan, "SCAN v") {
+		t.Fatalf("stores plan %q", plan)
+	}
+	t.Log(plan)
+	plan = explain(t, v, firstFailureQuery, 1, 0, stateFailed)
+	if !strings.Contains(plan, "SEARCH images USING PRIMARY KEY (job_id=? AND visit=?)") || strings.Contains(plan, "TEMP B-TREE") {
+		t.Fatalf("first failure plan %q", plan)
+	}
+	t.Log(plan)
+}

@@ -403,3 +403,84 @@ func (v *View) Results(ctx context.Context, id uint64, limit int, cursor string)
 	}
 	return page, nil
 }
+
+// The queries of JobStores: a job's visits grouped by store (a primary key
+// range of visits), and a visit's first failed image (a primary key range
+// of images).
+const (
+	jobStoresQuery = `SELECT v.store_id, coalesce(s.store_name, ''), v.area_code,
+			count(*), sum(v.images), sum(v.processed), sum(v.failed), min(v.visit),
+			min(CASE WHEN v.failed > 0 THEN v.visit END)
+		FROM visits v LEFT JOIN stores s ON s.store_id = v.store_id
+		WHERE v.job_id = ? GROUP BY v.store_id ORDER BY min(v.visit)`
+	firstFailureQuery = `SELECT idx, url, error FROM images
+		WHERE job_id = ? AND visit = ? AND state = ? ORDER BY idx LIMIT 1`
+)
+
+// JobStores returns a job's status and its stores, in the order of each
+// store's first visit, with their counters and first failed image, or
+// events.ErrJobNotFound. It reads the job's visits (an index range: at
+// most the job's visit count) and one image per store that failed.
+func (v *View) JobStores(ctx context.Context, id uint64) (events.JobStores, error) {
+	var out events.JobStores
+	err := v.readTx(ctx, func(tx *sql.Tx) error {
+		var st string
+		if err := tx.QueryRowContext(ctx, `SELECT status FROM jobs WHERE job_id = ?`, id).Scan(&st); err != nil {
+			return err
+		}
+		out.Status = events.Status(st)
+		rows, err := tx.QueryContext(ctx, jobStoresQuery, id)
+		if err != nil {
+			return err
+		}
+		var failedVisit []sql.NullInt64
+		out.Stores = []events.JobStore{}
+		for rows.Next() {
+			var s events.JobStore
+			var first int
+			var fv sql.NullInt64
+			if err := rows.Scan(&s.StoreID, &s.StoreName, &s.AreaCode, &s.Visits, &s.Images, &s.Processed, &s.Failed, &first, &fv); err != nil {
+				rows.Close()
+				return err
+			}
+			out.Stores = append(out.Stores, s)
+			failedVisit = append(failedVisit, fv)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		for i, fv := range failedVisit {
+			if !fv.Valid {
+				continue
+			}
+			f := events.StoreFailure{Visit: int(fv.Int64)}
+			var reason sql.NullString
+			err := tx.QueryRowContext(ctx, firstFailureQuery, id, fv.Int64, stateFailed).
+				Scan(&f.Index, &f.URL, &reason)
+			if err != nil {
+				return err
+			}
+			f.Reason = reason.String
+			out.Stores[i].FirstFailure = &f
+		}
+		return nil
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return events.JobStores{}, events.ErrJobNotFound
+	}
+	if err != nil {
+		return events.JobStores{}, fmt.Errorf("sqlview: stores of job %d: %w", id, err)
+	}
+	return out, nil
+}
+
+// CountJobs returns how many jobs have the status (an index range of
+// jobs_by_status: cheap for the few jobs in progress, not for a history).
+func (v *View) CountJobs(ctx context.Context, status events.Status) (int, error) {
+	var n int
+	err := v.r.QueryRowContext(ctx, `SELECT count(*) FROM jobs INDEXED BY jobs_by_status WHERE status = ?`, string(status)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("sqlview: count jobs: %w", err)
+	}
+	return n, nil
+}

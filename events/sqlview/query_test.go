@@ -324,3 +324,50 @@ func TestOpen_StoreMasterChangeMovesVisits(t *testing.T) {
 		t.Fatalf("a new visit is not in the store's area: %+v", page)
 	}
 }
+
+func TestView_JobStores(t *testing.T) {
+	v := queryFixture(t)
+	ctx := context.Background()
+	got, err := v.JobStores(ctx, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != events.StatusOngoing || len(got.Stores) != 3 {
+		t.Fatalf("job 4: %+v", got)
+	}
+	want := []events.JobStore{
+		{StoreID: "S2", StoreName: got.Stores[0].StoreName, AreaCode: "A1", Visits: 1, Images: 1},
+		{StoreID: "S1", StoreName: got.Stores[1].StoreName, AreaCode: "A1", Visits: 1, Images: 1, Processed: 1},
+		{StoreID: "S9", Visits: 1, Images: 1, Failed: 1, FirstFailure: &events.StoreFailure{Visit: 2, Index: 0, URL: "http://x/f", Reason: events.ReasonUnknownStore}},
+	}
+	if !reflect.DeepEqual(got.Stores, want) {
+		t.Fatalf("job 4 stores:\n got %+v\nwant %+v", got.Stores, want)
+	}
+	if got.Stores[0].StoreName == "" || got.Stores[2].StoreName != "" {
+		t.Fatalf("store names: %+v", got.Stores)
+	}
+
+	got, err = v.JobStores(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != events.StatusFailed || len(got.Stores) != 2 || got.Stores[0].StoreID != "S1" {
+		t.Fatalf("job 1: %+v", got)
+	}
+	f := got.Stores[0].FirstFailure
+	if f == nil || *f != (events.StoreFailure{Visit: 0, Index: 1, URL: "http://x/b", Reason: "http 404"}) || got.Stores[1].FirstFailure != nil {
+		t.Fatalf("job 1 failures: %+v %+v", f, got.Stores[1])
+	}
+	if _, err := v.JobStores(ctx, 2); !errors.Is(err, events.ErrJobNotFound) {
+		t.Fatalf("not a job: %v", err)
+	}
+}
+
+func TestView_CountJobs(t *testing.T) {
+	v := queryFixture(t)
+	for status, want := range map[events.Status]int{events.StatusOngoing: 1, events.StatusFailed: 1, events.StatusCompleted: 1} {
+		if n, err := v.CountJobs(context.Background(), status); err != nil || n != want {
+			t.Errorf("%s: %d, %v; want %d", status, n, err, want)
+		}
+	}
+}
