@@ -150,6 +150,7 @@ type App struct {
 	metrics    *metrics.Metrics
 	registry   *prometheus.Registry
 	httpServer *http.Server
+	debugL     net.Listener // --debug-listen; nil when off
 	listener   net.Listener
 	stopping   atomic.Bool
 	admission  *jsstore.Admission
@@ -325,6 +326,12 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	a.wireStreams()
 	if a.listener, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("%w: --addr: %v", errConfig, err)
+	}
+	if cfg.DebugListen != "" {
+		if a.debugL, err = net.Listen("tcp", cfg.DebugListen); err != nil {
+			return nil, fmt.Errorf("%w: --debug-listen: %v", errConfig, err)
+		}
+		log.Info("profiling endpoint", "url", "http://"+a.debugL.Addr().String()+"/debug/pprof/")
 	}
 	return a, nil
 }
@@ -523,7 +530,7 @@ func (a *App) Run(ctx context.Context) error {
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRun()
 	var wg sync.WaitGroup
-	errc := make(chan error, 5) // one per component: no sender ever blocks
+	errc := make(chan error, 6) // one per component: no sender ever blocks
 	// The engine stops on ctx or on any other component's failure.
 	engineCtx, stopEngine := context.WithCancel(ctx)
 	defer stopEngine()
@@ -560,6 +567,13 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}()
 	wg.Go(func() { a.runStreams(runCtx) }) // event streams; ends them at the HTTP shutdown
+	if a.debugL != nil {
+		wg.Go(func() {
+			if err := debugServer(runCtx, a.debugL); err != nil {
+				errc <- err
+			}
+		})
+	}
 	a.log.Info("serving", "addr", a.Addr())
 	if a.cfg.JobSlots == 0 {
 		a.log.Info("API only (--job-slots 0): this instance takes no jobs; other instances on the same log process them")
@@ -596,6 +610,9 @@ func (a *App) close() {
 	}
 	if a.listener != nil {
 		_ = a.listener.Close()
+	}
+	if a.debugL != nil {
+		_ = a.debugL.Close()
 	}
 	if a.view != nil {
 		if err := a.view.Close(); err != nil {

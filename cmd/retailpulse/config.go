@@ -57,6 +57,7 @@ type serveConfig struct {
 	AppendLinger         time.Duration
 	APIToken             string
 	LogLevel             string
+	DebugListen          string
 	LogFormat            string
 
 	// Event-stream subscribers (subscribers.go).
@@ -113,6 +114,7 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.APIToken, "api-token", "", "require Authorization: Bearer <token> on /api/* (comma-separated for several)")
 	cfg.subscriberFlags(fs)
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&cfg.DebugListen, "debug-listen", "", "serve Go's profiles and execution traces (/debug/pprof/) on `HOST:PORT`, apart from the API; empty = off. Keep it on loopback or a private network")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "text or json")
 	return fs
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -41,5 +43,34 @@ func TestService_APIOnlyInstanceTakesNoJobs(t *testing.T) {
 	startApp(t, t.TempDir(), "--nats-url", ns.ClientURL())
 	if got := api.waitDone(t, id); got.Status != "completed" {
 		t.Fatalf("job %d on the API-only instance: %+v, want completed", id, got)
+	}
+}
+
+// --debug-listen serves Go's profiles on its own address, not on the API's.
+func TestService_DebugListenServesProfilesApart(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	app := startApp(t, t.TempDir(), "--debug-listen", addr)
+	for _, tt := range []struct {
+		url  string
+		want int
+	}{
+		{"http://" + addr + "/debug/pprof/goroutine?debug=1", http.StatusOK},
+		{"http://" + addr + "/debug/pprof/profile?seconds=1", http.StatusOK},
+		{app.url + "/debug/pprof/goroutine?debug=1", http.StatusNotFound},
+	} {
+		resp, err := http.Get(tt.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Fatalf("GET %s: %d, want %d: %.200s", tt.url, resp.StatusCode, tt.want, body)
+		}
 	}
 }
