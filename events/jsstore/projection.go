@@ -247,12 +247,21 @@ func (p *Projection) watch(ctx context.Context, stop context.CancelCauseFunc) {
 // then answers events.ErrStale; events.ErrUnavailable when the log cannot
 // say where it ends.
 func (p *Projection) Sync(ctx context.Context) error {
+	return p.syncTo(ctx, 0)
+}
+
+// syncTo is Sync, waiting for the sink to reach sequence upTo instead of
+// the log's end when upTo > 0 and the log holds it.
+func (p *Projection) syncTo(ctx context.Context, upTo uint64) error {
 	end, err := p.logEnd.get(ctx)
 	if err != nil {
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return fmt.Errorf("%w: where the log ends: %v", events.ErrUnavailable, err)
+	}
+	if upTo > 0 {
+		end = min(end, upTo)
 	}
 	if p.sink.LastSeq() >= end {
 		return nil
@@ -270,12 +279,18 @@ func (p *Projection) Sync(ctx context.Context) error {
 
 // SyncJob prepares a read of job id: it returns at once when the sink can
 // answer it (caught up since the start, the job applied, and reads need
-// not be Linearizable), else it does what Sync does. After it, a job the
-// log held when it was called is in the sink (read-your-writes), and the
-// sink's answer is no older than any given before.
+// not be Linearizable). When only the job is missing, it waits for the
+// sink to apply the job's submission (sequence id) if the log holds it,
+// not for the log's end: this instance has never answered for the job,
+// so any answer is new (read-your-writes). Otherwise it does what Sync
+// does. After it, a job the log held when it was called is in the sink,
+// and the sink's answer is no older than any given before.
 func (p *Projection) SyncJob(ctx context.Context, id uint64) error {
-	if !p.Linearizable && p.caughtUp.Load() && id <= p.sink.LastSeq() {
-		return nil
+	if !p.Linearizable && p.caughtUp.Load() {
+		if id <= p.sink.LastSeq() {
+			return nil
+		}
+		return p.syncTo(ctx, id)
 	}
 	return p.Sync(ctx)
 }

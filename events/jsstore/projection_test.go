@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"sync"
 	"testing"
 	"time"
 
@@ -150,6 +152,111 @@ func TestProjection_SyncJobWaitsDuringCatchUpOnly(t *testing.T) {
 			t.Fatalf("job %d not in the sink after SyncJob", next)
 		}
 	}
+}
+
+// gatedSink is a real read model that applies a message only once its
+// sequence is at or below the gate.
+type gatedSink struct {
+	*events.ReadModel
+	mu    sync.Mutex
+	gate  uint64
+	moved chan struct{} // closed and replaced whenever the gate moves
+	waits chan uint64   // the sequence of each WaitFor call
+}
+
+func newGatedSink(gate uint64) *gatedSink {
+	return &gatedSink{ReadModel: events.NewReadModel(), gate: gate, moved: make(chan struct{}), waits: make(chan uint64, 16)}
+}
+
+func (g *gatedSink) WaitFor(ctx context.Context, seq uint64) error {
+	g.waits <- seq
+	return g.ReadModel.WaitFor(ctx, seq)
+}
+
+func (g *gatedSink) setGate(seq uint64) {
+	g.mu.Lock()
+	g.gate = seq
+	close(g.moved)
+	g.moved = make(chan struct{})
+	g.mu.Unlock()
+}
+
+func (g *gatedSink) ApplyMessages(ctx context.Context, msgs []events.Message) (events.ApplyReport, error) {
+	var report events.ApplyReport
+	for _, m := range msgs {
+		for {
+			g.mu.Lock()
+			open, moved := m.Seq <= g.gate, g.moved
+			g.mu.Unlock()
+			if open {
+				break
+			}
+			select {
+			case <-moved:
+			case <-ctx.Done():
+				return report, ctx.Err()
+			}
+		}
+		r, err := g.ReadModel.ApplyMessages(ctx, []events.Message{m})
+		if err != nil {
+			return report, err
+		}
+		report.Applied += r.Applied
+		report.Duplicates += r.Duplicates
+		report.Problems = append(report.Problems, r.Problems...)
+	}
+	return report, nil
+}
+
+// Read-your-writes for a sole instance waits for the job's submission,
+// not for the log's end: messages after it that the sink has not applied
+// do not hold up the read.
+func TestProjection_SyncJobWaitsForTheJobNotTheLogsEnd(t *testing.T) {
+	s := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{})
+	ctx := context.Background()
+	before := completeJob(t, s)
+	sink := newGatedSink(math.MaxUint64)
+	p := jsstore.NewProjection(s, sink, nil, nil)
+	p.ReadWait = 5 * time.Second
+	runProjection(t, p)
+	jstest.CheckFor(t, 5*time.Second, func() error {
+		if !p.CaughtUp() || sink.LastSeq() < before {
+			return errors.New("not caught up")
+		}
+		return nil
+	})
+	sink.setGate(sink.LastSeq()) // hold everything from now on
+	id, _, err := s.Submit(ctx, sampleJob("a"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for i := range 3 { // the job's outcomes, after its submission
+		if last, err = s.Append(ctx, id, events.KindImages, last, fmt.Sprintf("t-%d/%d", id, i), processed(0, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.SyncJob(ctx, id) }()
+	if seq := <-sink.waits; seq != id {
+		t.Fatalf("SyncJob waits for sequence %d, want the job's submission %d (the log ends at %d)", seq, id, last)
+	}
+	sink.setGate(id) // the submission is applied; what follows stays held
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("SyncJob: %v", err)
+		}
+	case <-time.After(p.ReadWait / 2):
+		t.Fatal("SyncJob still waiting with the job's submission applied: it waits for the log's end")
+	}
+	if _, ok := sink.Job(id); !ok {
+		t.Fatalf("job %d not in the sink after SyncJob", id)
+	}
+	if got := sink.LastSeq(); got != id {
+		t.Fatalf("sink at %d, want exactly the submission %d (the rest held)", got, id)
+	}
+	sink.setGate(math.MaxUint64)
 }
 
 // A sink that fails to store stops the projection with its error.
