@@ -97,7 +97,7 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.JobSlots, "job-slots", 64, "jobs processed at once by this instance; 0 = API only (submits, reads and streams; other instances on the same log process the jobs)")
 	fs.IntVar(&cfg.ImageSlots, "image-slots", 4096, "images processed at once by this instance: the most the adaptive governor allows, or the fixed number with --sched-latency-target 0")
 	fs.IntVar(&cfg.MinImageSlots, "min-image-slots", 128, "the fewest image slots the adaptive governor goes down to")
-	fs.DurationVar(&cfg.SchedLatencyTarget, "sched-latency-target", 2*time.Millisecond, "adaptive image slots: lower them while the Go scheduler's latency p99 exceeds this, raise them while it does not and images wait; 0 = fixed --image-slots")
+	fs.DurationVar(&cfg.SchedLatencyTarget, "sched-latency-target", 5*time.Millisecond, "adaptive image slots: lower them while the Go scheduler's latency p99 exceeds this, raise them while it does not and images wait; 0 = fixed --image-slots")
 	fs.IntVar(&cfg.StoreConcurrency, "store-concurrency", 64, "images processed at once per store of a job")
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", 5, "deliveries of a job before it is completed as failed")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight images may finish on shutdown")
