@@ -550,7 +550,7 @@
         clear(results).append(state("error", "Could not load the results: " + e.message, loadResults));
       }
     }
-    const refreshDetail = throttle(() => { loadStores(); if (resultIndex === 0) loadResults(); }, 1500);
+    const refreshDetail = throttle(() => { loadFailures(); loadStores(); if (resultIndex === 0) loadResults(); }, 1500);
 
     (async function start() {
       try {
