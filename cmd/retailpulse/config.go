@@ -96,7 +96,7 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.AppendLinger, "append-linger", 20*time.Millisecond, "how long a job waits for more image outcomes before appending them (fewer, larger fsyncs)")
 	fs.IntVar(&cfg.JobSlots, "job-slots", 64, "jobs processed at once by this instance; 0 = API only (submits, reads and streams; other instances on the same log process the jobs)")
 	fs.IntVar(&cfg.ImageSlots, "image-slots", 4096, "images processed at once by this instance: the most the adaptive governor allows, or the fixed number with --sched-latency-target 0")
-	fs.IntVar(&cfg.MinImageSlots, "min-image-slots", 128, "the fewest image slots the adaptive governor goes down to")
+	fs.IntVar(&cfg.MinImageSlots, "min-image-slots", 128, "the fewest image slots the adaptive governor goes down to (at most --image-slots)")
 	fs.DurationVar(&cfg.SchedLatencyTarget, "sched-latency-target", 5*time.Millisecond, "adaptive image slots: lower them while the Go scheduler's latency p99 exceeds this, raise them while it does not and images wait; 0 = fixed --image-slots")
 	fs.IntVar(&cfg.StoreConcurrency, "store-concurrency", 64, "images processed at once per store of a job")
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", 5, "deliveries of a job before it is completed as failed")
@@ -194,7 +194,7 @@ func (cfg *serveConfig) validate() error {
 		{cfg.AppendLinger >= 0 && cfg.AppendLinger <= time.Second, "--append-linger must be between 0 and 1s"},
 		{cfg.JobSlots >= 0, "--job-slots must not be negative (0 = API only: take no jobs)"},
 		{cfg.ImageSlots > 0, "--image-slots must be positive"},
-		{cfg.MinImageSlots > 0 && cfg.MinImageSlots <= cfg.ImageSlots, "--min-image-slots must be positive and at most --image-slots"},
+		{cfg.MinImageSlots > 0, "--min-image-slots must be positive"},
 		{cfg.SchedLatencyTarget >= 0, "--sched-latency-target must not be negative"},
 		{cfg.StoreConcurrency > 0, "--store-concurrency must be positive"},
 		{cfg.MaxAttempts > 0, "--max-attempts must be positive"},

@@ -153,3 +153,41 @@ func TestLogger_JSONLinesAndReadableDurations(t *testing.T) {
 		t.Errorf("notice: %s", lines[1])
 	}
 }
+
+func TestServeConfig_Slots(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    [3]int // job slots, image slots, min image slots
+		target  time.Duration
+		wantErr string
+	}{
+		{name: "defaults: adaptive", want: [3]int{64, 4096, 128}, target: 5 * time.Millisecond},
+		{name: "fixed slots", args: []string{"--sched-latency-target", "0", "--image-slots", "1024"}, want: [3]int{64, 1024, 128}},
+		{name: "fewer image slots than the floor", args: []string{"--image-slots", "1"}, want: [3]int{64, 1, 128}, target: 5 * time.Millisecond},
+		{name: "API only", args: []string{"--job-slots", "0"}, want: [3]int{0, 4096, 128}, target: 5 * time.Millisecond},
+		{name: "environment", env: map[string]string{"RETAILPULSE_SCHED_LATENCY_TARGET": "2ms", "RETAILPULSE_MIN_IMAGE_SLOTS": "256"}, want: [3]int{64, 4096, 256}, target: 2 * time.Millisecond},
+		{name: "negative job slots", args: []string{"--job-slots", "-1"}, wantErr: "--job-slots must not be negative"},
+		{name: "zero image slots", args: []string{"--image-slots", "0"}, wantErr: "--image-slots must be positive"},
+		{name: "zero floor", args: []string{"--min-image-slots", "0"}, wantErr: "--min-image-slots must be positive"},
+		{name: "negative target", args: []string{"--sched-latency-target", "-1ms"}, wantErr: "--sched-latency-target must not be negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseConfig(tt.args, tt.env)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := [3]int{cfg.JobSlots, cfg.ImageSlots, cfg.MinImageSlots}; got != tt.want || cfg.SchedLatencyTarget != tt.target {
+				t.Fatalf("slots %v target %v, want %v %v", got, cfg.SchedLatencyTarget, tt.want, tt.target)
+			}
+		})
+	}
+}
