@@ -336,6 +336,8 @@ func TestDashboard_OperatorScenario(t *testing.T) {
 	gate.let(2)
 	p.wait("progress between 0 and 100%", `document.querySelector("#job-progress .pct").textContent === "57%"`, 15*time.Second) // 4 of 7
 	p.wait("the stores' rows moving", `[...document.querySelectorAll("#job-stores tbody tr")].reduce((n, r) => n + Number(r.cells[5].textContent), 0) === 2`, 10*time.Second)
+	// The running job has failed images: the failures note says so.
+	p.wait("the failures note of a running job", `document.querySelector("#job-failures").textContent.includes("Failed images so far")`, 10*time.Second)
 	p.screenshot("dashboard-job.png")
 	gate.open()
 	p.wait("progress at 100%", `document.querySelector("#job-progress .pct").textContent === "100%" && document.querySelector("#job-status").textContent === "failed"`, 20*time.Second)
