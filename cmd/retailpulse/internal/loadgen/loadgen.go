@@ -107,11 +107,11 @@ func Run(ctx context.Context, cfg *Config, start StartFunc, progress io.Writer) 
 	var hostURLs []string
 	var hostStatsNow func(context.Context) (hostStats, error)
 	if len(cfg.ImageHostURLs) > 0 {
-		remote := &remoteHost{urls: cfg.ImageHostURLs, client: &http.Client{Timeout: 10 * time.Second}}
+		remote := &remoteHost{urls: cfg.ImageHostURLs, client: &http.Client{}} // each request has its own deadline
 		hostURLs, hostStatsNow = remote.urls, remote.stats
 	} else {
-		spec := imageSpec{size: cfg.ImageBytes, photo: cfg.Photo, headerBytes: cfg.HeaderOffsetKB << 10}
-		imgs, err := startImageHost(spec, cfg.ImageHosts, cfg.HostIgnoresRange)
+		hc := HostConfig{ImageBytes: cfg.ImageBytes, Photo: cfg.Photo, HeaderOffsetKB: cfg.HeaderOffsetKB, IgnoresRange: cfg.HostIgnoresRange}
+		imgs, err := startImageHost(hc.spec(), cfg.ImageHosts, cfg.HostIgnoresRange)
 		if err != nil {
 			return nil, err
 		}

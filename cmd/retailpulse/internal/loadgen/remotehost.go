@@ -17,14 +17,18 @@ type HostConfig struct {
 	IgnoresRange   bool
 }
 
+// spec is the image the host serves.
+func (hc HostConfig) spec() imageSpec {
+	return imageSpec{size: hc.ImageBytes, photo: hc.Photo, headerBytes: hc.HeaderOffsetKB << 10}
+}
+
 // ServeImages runs an image host, the same one Run starts in process, on
 // each of addrs (host:port; port 0 picks one) until ctx ends, so that the
 // images come from a process of their own. It writes one line naming the
 // hosts' base URLs to out once they listen. The host reports its counters
 // at /_stats, which Run reads when Config.ImageHostURLs names the host.
 func ServeImages(ctx context.Context, hc HostConfig, addrs []string, out io.Writer) error {
-	spec := imageSpec{size: hc.ImageBytes, photo: hc.Photo, headerBytes: hc.HeaderOffsetKB << 10}
-	h, err := listenImageHost(spec, addrs, hc.IgnoresRange)
+	h, err := listenImageHost(hc.spec(), addrs, hc.IgnoresRange)
 	if err != nil {
 		return err
 	}

@@ -99,8 +99,7 @@ func newResult(cfg *Config) *Result {
 	}
 	return &Result{
 		Mode: mode, GPUPause: pause, Jobs: cfg.Jobs, VisitsPerJob: cfg.Visits, ImagesPerVisit: cfg.Images,
-		Images: cfg.Jobs * cfg.Visits * cfg.Images, FailRate: cfg.FailRate, ImageBytes: cfg.ImageBytes, ImageHosts: cfg.ImageHosts,
-		Photo: cfg.Photo, HeaderOffsetKB: cfg.HeaderOffsetKB, HostRange: !cfg.HostIgnoresRange,
+		Images: cfg.Jobs * cfg.Visits * cfg.Images, FailRate: cfg.FailRate, // the image and its host: setHostSpec
 		Stores: len(cfg.Stores), StatusRPSTarget: cfg.StatusRPS, SSEStreams: cfg.SSEStreams, Failures: []string{},
 	}
 }
