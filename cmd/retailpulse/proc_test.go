@@ -31,8 +31,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/retailpulse/retailpulse/events"
 	"github.com/retailpulse/retailpulse/events/jsstore"
 	"github.com/retailpulse/retailpulse/events/jsstore/jstest"
@@ -798,54 +796,26 @@ func procReadLog(t testing.TB, ctx context.Context, store *jsstore.EventLog, wha
 // subject, and an error for each one that does not decode to exactly one
 // JobSubmitted.
 func procSubmissions(ctx context.Context, store *jsstore.EventLog) (ids []uint64, bad []error, err error) {
-	js := store.JetStream()
-	stream, err := js.Stream(ctx, store.StreamName())
-	if err != nil {
-		return nil, nil, err
-	}
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(events.SubjectSubmitted))
-	if err != nil {
-		return nil, nil, err
-	}
-	n := info.State.Subjects[events.SubjectSubmitted]
-	if n == 0 {
-		return nil, nil, nil
-	}
-	cons, err := js.OrderedConsumer(ctx, store.StreamName(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectSubmitted}})
-	if err != nil {
-		return nil, nil, err
-	}
-	iter, err := cons.Messages()
-	if err != nil {
-		return nil, nil, err
-	}
-	defer iter.Stop()
-	stop := context.AfterFunc(ctx, iter.Stop)
-	defer stop()
-	for range n {
-		m, err := iter.Next()
-		if err != nil {
-			return nil, nil, err
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return nil, nil, err
-		}
-		seq := md.Sequence.Stream
-		b, err := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding))
+	// The service's own reader: 1 s heartbeats and recreated where it
+	// stopped, so a stream leader elected a moment ago cannot stall it.
+	err = store.Scan(ctx, 1, 0, func(m jsstore.Message) error {
 		switch {
-		case err != nil:
-			bad = append(bad, fmt.Errorf("submission %d: %w", seq, err))
-			continue
-		case len(b.Events) != 1:
-			bad = append(bad, fmt.Errorf("submission %d: %d events", seq, len(b.Events)))
-			continue
+		case m.Subject != events.SubjectSubmitted:
+		case m.Err != nil:
+			bad = append(bad, fmt.Errorf("submission %d: %w", m.Seq, m.Err))
+		case len(m.Batch.Events) != 1:
+			bad = append(bad, fmt.Errorf("submission %d: %d events", m.Seq, len(m.Batch.Events)))
+		default:
+			if _, ok := m.Batch.Events[0].(*events.JobSubmitted); !ok {
+				bad = append(bad, fmt.Errorf("submission %d: %s", m.Seq, m.Batch.Events[0].EventType()))
+				return nil
+			}
+			ids = append(ids, m.Seq)
 		}
-		if _, ok := b.Events[0].(*events.JobSubmitted); !ok {
-			bad = append(bad, fmt.Errorf("submission %d: %s", seq, b.Events[0].EventType()))
-			continue
-		}
-		ids = append(ids, seq)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	return ids, bad, nil
 }
