@@ -141,6 +141,7 @@ func (v *View) ApplyMessages(ctx context.Context, msgs []events.Message) (events
 	if err := tx.Commit(); err != nil {
 		return events.ApplyReport{}, fmt.Errorf("sqlview: commit: %w", err)
 	}
+	v.cache.apply(a.ops) // after the commit, before readers waiting for last are released
 	v.advance(last)
 	return rep, nil
 }
@@ -150,6 +151,7 @@ type applier struct {
 	ctx   context.Context
 	st    writeStmts
 	areas map[string]string // store id -> area code; read only
+	ops   []cacheOp         // changes to jobs rows, for the job cache once committed
 }
 
 func (a *applier) apply(m events.Message) (events.ApplyResult, error) {
@@ -172,6 +174,7 @@ func (a *applier) submit(id uint64, sub *events.JobSubmitted) error {
 	if _, err := a.st.insJob.ExecContext(a.ctx, id, sub.SubmittedAt.UnixMilli(), sub.Images()); err != nil {
 		return err
 	}
+	a.ops = append(a.ops, cacheOp{id: id, kind: opInsert, images: sub.Images()})
 	for vi, visit := range sub.Visits {
 		ts := noTime
 		if t, ok := ParseVisitTime(visit.VisitTime); ok {
@@ -275,6 +278,7 @@ func (a *applier) jobEvents(id uint64, evs []events.Event) (events.ApplyResult, 
 		if _, err := a.st.addJob.ExecContext(a.ctx, job.processed, job.failed, id); err != nil {
 			return res, err
 		}
+		a.ops = append(a.ops, cacheOp{id: id, kind: opAdd, processed: job.processed, failed: job.failed})
 	}
 	return res, firstProblem
 }
@@ -315,8 +319,9 @@ func (a *applier) settled(r sql.Result, err error, id uint64, ref events.ImageRe
 // image_failed (the fold reads them from the event).
 func (a *applier) complete(id uint64, e *events.JobCompleted) error {
 	var errs any // NULL unless failed
+	var list []events.StoreError
 	if e.Status == events.StatusFailed {
-		list := e.Errors
+		list = e.Errors
 		if len(list) == 0 {
 			var err error
 			if list, err = a.failureList(id); err != nil {
@@ -332,8 +337,11 @@ func (a *applier) complete(id uint64, e *events.JobCompleted) error {
 		}
 		errs = string(b)
 	}
-	_, err := a.st.completeJob.ExecContext(a.ctx, string(e.Status), errs, id)
-	return err
+	if _, err := a.st.completeJob.ExecContext(a.ctx, string(e.Status), errs, id); err != nil {
+		return err
+	}
+	a.ops = append(a.ops, cacheOp{id: id, kind: opComplete, status: e.Status, errors: list})
+	return nil
 }
 
 func (a *applier) failureList(id uint64) ([]events.StoreError, error) {

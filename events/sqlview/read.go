@@ -40,8 +40,18 @@ func (s *readStmts) close() {
 
 // Job returns a job's view as of the last committed transaction, or
 // events.ErrJobNotFound. It is what events.JobState.View returns for the
-// same history.
+// same history. A recently submitted job is answered from the job cache
+// (see jobCache), never older than what LastSeq covers; others from the
+// database.
 func (v *View) Job(ctx context.Context, id uint64) (events.JobView, error) {
+	if jv, ok := v.cache.get(id); ok {
+		return jv, nil
+	}
+	return v.jobRow(ctx, id)
+}
+
+// jobRow reads job id's row from the database.
+func (v *View) jobRow(ctx context.Context, id uint64) (events.JobView, error) {
 	var status string
 	var errs sql.NullString
 	jv := events.JobView{ID: id}

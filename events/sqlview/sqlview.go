@@ -70,6 +70,7 @@ type View struct {
 	rs   readStmts
 
 	areas map[string]string // store id -> area code, from the store master; set by Open
+	cache *jobCache         // recent jobs' rows, for Job
 
 	lastSeq atomic.Uint64
 	mu      sync.Mutex
@@ -129,7 +130,7 @@ func Open(ctx context.Context, path string, opts Options) (*View, error) {
 // open opens path. A non-empty reason says why the database must be
 // discarded (the View is open then, and the caller closes it).
 func open(ctx context.Context, path string, opts Options) (_ *View, reason string, err error) {
-	v := &View{path: path, log: opts.Logger}
+	v := &View{path: path, log: opts.Logger, cache: newJobCache(jobCacheEntries)}
 	defer func() {
 		if err != nil {
 			v.Close()

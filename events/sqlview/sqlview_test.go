@@ -86,6 +86,9 @@ func sameJobs(t testing.TB, want *events.ReadModel, v *sqlview.View) {
 		if err != nil || !reflect.DeepEqual(j, w) {
 			t.Fatalf("Job(%d) = %+v, %v; the fold says %+v", w.ID, j, err, w)
 		}
+		if j, err := sqlview.JobRow(context.Background(), v, w.ID); err != nil || !reflect.DeepEqual(j, w) {
+			t.Fatalf("job %d's row = %+v, %v; the fold says %+v", w.ID, j, err, w)
+		}
 	}
 	problems, err := v.CheckCounters(context.Background())
 	if err != nil || len(problems) > 0 {
@@ -280,12 +283,17 @@ func randomHistory(r *rand.Rand, jobs int) []events.Message {
 
 // Any history, applied in runs of any length, leaves the view answering
 // what the fold answers, after every run.
+// With a job cache of two entries, jobs are evicted mid-history and reads
+// mix cached and database answers.
 func TestView_AgreesWithTheFoldOnRandomHistories(t *testing.T) {
 	for seed := range uint64(12) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			r := rand.New(rand.NewPCG(seed, 7))
 			msgs := randomHistory(r, 6)
 			v := newView(t)
+			if seed%2 == 1 {
+				sqlview.SetJobCacheCapacity(v, 2)
+			}
 			for i := 0; i < len(msgs); {
 				n := 1 + r.IntN(8)
 				n = min(n, len(msgs)-i)
