@@ -110,9 +110,15 @@ func (v *View) ApplyMessages(ctx context.Context, msgs []events.Message) (events
 		return events.ApplyReport{}, fmt.Errorf("sqlview: begin: %w", err)
 	}
 	defer tx.Rollback()
-	a := applier{ctx: ctx, st: v.ws.inTx(ctx, tx), areas: v.areas}
+	// Statements run without ctx's cancellation: the driver would start a
+	// goroutine per statement to watch it. The transaction still ends with
+	// ctx (database/sql rolls it back), and ctx is checked between messages.
+	a := applier{ctx: context.WithoutCancel(ctx), st: v.ws.inTx(ctx, tx), areas: v.areas}
 	bad := 0
 	for _, m := range msgs {
+		if err := ctx.Err(); err != nil {
+			return events.ApplyReport{}, fmt.Errorf("sqlview: apply: %w", err)
+		}
 		if m.Seq <= last {
 			rep.Duplicates += len(m.Batch.Events)
 			continue
@@ -135,7 +141,7 @@ func (v *View) ApplyMessages(ctx context.Context, msgs []events.Message) (events
 			return events.ApplyReport{}, fmt.Errorf("sqlview: apply seq %d: %w", m.Seq, err)
 		}
 	}
-	if _, err := a.st.progress.ExecContext(ctx, last, rep.Applied, rep.Duplicates, bad); err != nil {
+	if _, err := a.st.progress.ExecContext(a.ctx, last, rep.Applied, rep.Duplicates, bad); err != nil {
 		return events.ApplyReport{}, fmt.Errorf("sqlview: apply: %w", err)
 	}
 	if err := tx.Commit(); err != nil {

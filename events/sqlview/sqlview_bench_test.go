@@ -49,6 +49,8 @@ func BenchmarkView_ApplyJobs(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer v.Close()
+	ctx, cancel := context.WithCancel(context.Background()) // as the projection's
+	defer cancel()
 	const perRun = 256
 	seq := uint64(1)
 	b.ResetTimer()
@@ -59,7 +61,7 @@ func BenchmarkView_ApplyJobs(b *testing.B) {
 			run = append(run, benchJob(seq, "S1")...)
 			seq += 4
 		}
-		if _, err := v.ApplyMessages(context.Background(), run); err != nil {
+		if _, err := v.ApplyMessages(ctx, run); err != nil {
 			b.Fatal(err)
 		}
 		done += n
@@ -79,11 +81,13 @@ func BenchmarkView_ApplyJobs(b *testing.B) {
 // the projection does at low load: four commits per job.
 func BenchmarkView_ApplyOneJob(b *testing.B) {
 	v := newView(b)
+	ctx, cancel := context.WithCancel(context.Background()) // as the projection's
+	defer cancel()
 	seq := uint64(1)
 	b.ResetTimer()
 	for range b.N {
 		for _, m := range benchJob(seq, "S1") {
-			if _, err := v.ApplyMessages(context.Background(), []events.Message{m}); err != nil {
+			if _, err := v.ApplyMessages(ctx, []events.Message{m}); err != nil {
 				b.Fatal(err)
 			}
 		}
