@@ -44,6 +44,11 @@ type Config struct {
 	// BatchLinger is how long a job actor waits for more outcomes before an
 	// append; 0 = append whatever is waiting at once.
 	BatchLinger time.Duration
+	// AppendRate, when positive, is the appends per second this instance's
+	// job actors aim to stay under together: each lingers at least
+	// BatchLinger and at least (jobs owned)/AppendRate, so many jobs at once
+	// make fewer, larger appends (each is an fsync of its own). 0 = no bound.
+	AppendRate  int
 	MailboxSize int    // job actor mailbox; 1024
 	Owner       string // this instance's name in JobStarted; hostname-pid
 

@@ -246,6 +246,79 @@ func TestEngine_LingerGathersOutcomes(t *testing.T) {
 	}
 }
 
+func TestEngine_LingerGrowsWithJobsUnderAppendRate(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		name   string
+		linger time.Duration
+		rate   int
+		active int
+		want   time.Duration
+	}{
+		{"no rate: the configured linger", 20 * ms, 0, 50, 20 * ms},
+		{"no linger, no rate: append at once", 0, 0, 50, 0},
+		{"few jobs: the configured linger", 20 * ms, 250, 1, 20 * ms},
+		{"20 jobs share 250 appends/s", 20 * ms, 250, 20, 80 * ms},
+		{"64 jobs share 250 appends/s", 0, 250, 64, 256 * ms},
+		{"at most a second", 20 * ms, 250, 10_000, time.Second},
+		{"a longer configured linger stays", 500 * ms, 250, 20, 500 * ms},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := actors.LingerFor(actors.Config{BatchLinger: tt.linger, AppendRate: tt.rate}, tt.active)
+			if got != tt.want {
+				t.Fatalf("linger = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// Under an append rate, outcomes that trickle in are gathered into few
+// appends even with no configured linger: one job's share of 2 appends/s
+// is a 500 ms linger.
+func TestEngine_AppendRateGathersTricklingOutcomes(t *testing.T) {
+	store := jstest.Open(t, jstest.StartSingle(t), jsstore.Config{})
+	img := newGatedImages(t, "nobody")
+	release := make(chan struct{})
+	startEngine(t, store, "owner", func(c *actors.Config) {
+		c.BatchLinger, c.AppendRate = 0, 2
+		c.Pause = func(ctx context.Context) error {
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	})
+	var urls []string
+	for i := range 20 {
+		urls = append(urls, fmt.Sprintf("%s/%d.png", img.URL, i))
+	}
+	id := submit(t, store, urls...)
+	start := time.Now()
+	for range urls { // one image's pause ends every few milliseconds
+		release <- struct{}{}
+		time.Sleep(5 * time.Millisecond)
+	}
+	waitCompleted(t, store, id)
+	elapsed := time.Since(start)
+	st, h, _ := fold(t, store, id)
+	if st.Processed != 20 {
+		t.Fatalf("processed %d of 20", st.Processed)
+	}
+	images := 0
+	for _, r := range h.Records {
+		if strings.HasSuffix(r.Subject, ".images") {
+			images++
+		}
+	}
+	// Each append gathers for 500 ms after its first outcome.
+	if most := int(elapsed/(500*time.Millisecond)) + 1; images > most {
+		t.Fatalf("20 outcomes over %v in %d appends; want at most %d", elapsed, images, most)
+	}
+}
+
 // recordingQueue wraps a queue's deliveries to count how each ended.
 type recordingQueue struct {
 	actors.Queue

@@ -247,15 +247,15 @@ func (a *jobActor) process(hard context.Context, stopping <-chan struct{}) error
 	}
 }
 
-// gather collects more outcomes for the next append: for up to
-// BatchLinger after the first, or until MaxBatch are pending or every store
-// actor has returned. Each append is a serial fsync in the log, so fewer,
+// gather collects more outcomes for the next append: for up to the
+// engine's linger (BatchLinger, longer under AppendRate) after the first,
+// or until MaxBatch are pending or every store actor has returned. Each append is a serial fsync in the log, so fewer,
 // larger appends leave room for other jobs and for submissions.
 func (a *jobActor) gather(pending []events.Event, running *int, log *slog.Logger) []events.Event {
 	cfg := &a.e.cfg
 	var deadline <-chan time.Time
-	if cfg.BatchLinger > 0 {
-		t := time.NewTimer(cfg.BatchLinger)
+	if linger := a.e.linger(); linger > 0 {
+		t := time.NewTimer(linger)
 		defer t.Stop()
 		deadline = t.C
 	}
@@ -277,6 +277,22 @@ func (a *jobActor) gather(pending []events.Event, running *int, log *slog.Logger
 		}
 	}
 	return pending
+}
+
+// maxLinger bounds the linger AppendRate asks for, so a job's progress
+// shows at least this often however many jobs run.
+const maxLinger = time.Second
+
+// linger is how long a job actor gathers outcomes now: BatchLinger, or
+// longer while so many jobs run that their appends together would exceed
+// AppendRate.
+func (e *Engine) linger() time.Duration {
+	d := e.cfg.BatchLinger
+	if e.cfg.AppendRate > 0 {
+		share := time.Duration(e.active.Load()) * time.Second / time.Duration(e.cfg.AppendRate)
+		d = max(d, min(share, maxLinger))
+	}
+	return d
 }
 
 // receive handles one mailbox message: an outcome joins pending, a

@@ -277,6 +277,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		StoreConcurrency:   cfg.StoreConcurrency,
 		MaxAttempts:        cfg.MaxAttempts,
 		BatchLinger:        cfg.AppendLinger,
+		AppendRate:         cfg.AppendRate,
 		Heartbeat:          cfg.AckWait / 3,
 		DrainTimeout:       cfg.ShutdownTimeout,
 		Observer:           a.metrics,

@@ -44,6 +44,7 @@ var benchServeFlags = []struct{ name, usage string }{
 	{"sched-latency-target", "service: adaptive image slots' scheduler latency target, 0 = fixed (default: the service's)"},
 	{"store-concurrency", "service: images processed at once per store of a job (default: the service's)"},
 	{"append-linger", "service: how long a job waits for more outcomes before appending (default: the service's)"},
+	{"append-rate", "service: appends per second the jobs aim to stay under together, 0 = no bound (default: the service's)"},
 }
 
 // benchPhotoBytes is the size of a --photo image unless --image-bytes says

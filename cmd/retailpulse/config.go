@@ -55,6 +55,7 @@ type serveConfig struct {
 	ImageTimeout         time.Duration
 	PerHostConcurrency   int
 	AppendLinger         time.Duration
+	AppendRate           int
 	APIToken             string
 	LogLevel             string
 	DebugListen          string
@@ -94,6 +95,7 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.ImageTimeout, "image-timeout", 2*time.Minute, "bound on one image's download, all retries included")
 	fs.IntVar(&cfg.PerHostConcurrency, "per-host-concurrency", 32, "concurrent downloads from one image host")
 	fs.DurationVar(&cfg.AppendLinger, "append-linger", 20*time.Millisecond, "how long a job waits for more image outcomes before appending them (fewer, larger fsyncs)")
+	fs.IntVar(&cfg.AppendRate, "append-rate", 250, "appends per second this instance's jobs aim to stay under together: with many jobs at once each waits longer than --append-linger (up to 1s) so they make fewer, larger appends; 0 = no bound")
 	fs.IntVar(&cfg.JobSlots, "job-slots", 64, "jobs processed at once by this instance; 0 = API only (submits, reads and streams; other instances on the same log process the jobs)")
 	fs.IntVar(&cfg.ImageSlots, "image-slots", 4096, "images processed at once by this instance: the most the adaptive governor allows, or the fixed number with --sched-latency-target 0")
 	fs.IntVar(&cfg.MinImageSlots, "min-image-slots", 128, "the fewest image slots the adaptive governor goes down to (at most --image-slots)")
@@ -192,6 +194,7 @@ func (cfg *serveConfig) validate() error {
 		{cfg.ImageTimeout > 0, "--image-timeout must be positive"},
 		{cfg.PerHostConcurrency > 0, "--per-host-concurrency must be positive"},
 		{cfg.AppendLinger >= 0 && cfg.AppendLinger <= time.Second, "--append-linger must be between 0 and 1s"},
+		{cfg.AppendRate >= 0, "--append-rate must not be negative"},
 		{cfg.JobSlots >= 0, "--job-slots must not be negative (0 = API only: take no jobs)"},
 		{cfg.ImageSlots > 0, "--image-slots must be positive"},
 		{cfg.MinImageSlots > 0, "--min-image-slots must be positive"},
@@ -264,7 +267,7 @@ func (cfg *serveConfig) redacted() []any {
 		"allow_private_networks", cfg.AllowPrivateNetworks, "gpu_pause", cfg.GPUPause, "nats_url", natsURL,
 		"nats_connect_timeout", cfg.NATSConnectTimeout, "update_stream", cfg.UpdateStream, "submit_timeout", cfg.SubmitTimeout,
 		"replicas", cfg.Replicas, "fsync", cfg.Fsync, "max_stream_bytes", cfg.MaxStreamBytes,
-		"ack_wait", cfg.AckWait, "image_timeout", cfg.ImageTimeout, "per_host_concurrency", cfg.PerHostConcurrency, "append_linger", cfg.AppendLinger, "job_slots", cfg.JobSlots, "image_slots", cfg.ImageSlots, "min_image_slots", cfg.MinImageSlots, "sched_latency_target", cfg.SchedLatencyTarget,
+		"ack_wait", cfg.AckWait, "image_timeout", cfg.ImageTimeout, "per_host_concurrency", cfg.PerHostConcurrency, "append_linger", cfg.AppendLinger, "append_rate", cfg.AppendRate, "job_slots", cfg.JobSlots, "image_slots", cfg.ImageSlots, "min_image_slots", cfg.MinImageSlots, "sched_latency_target", cfg.SchedLatencyTarget,
 		"store_concurrency", cfg.StoreConcurrency, "max_attempts", cfg.MaxAttempts,
 		"shutdown_timeout", cfg.ShutdownTimeout, "max_body_bytes", cfg.MaxBodyBytes,
 		"max_visits", cfg.MaxVisits, "max_images", cfg.MaxImages, "max_url_length", cfg.MaxURLLength,

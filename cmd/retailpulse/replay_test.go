@@ -46,7 +46,7 @@ func TestReplay_RebuildsHistoryAtAnyPoint(t *testing.T) {
 	dir := t.TempDir()
 	// One store actor at a time with one image slot: the job is appended in
 	// several messages, so a sequence can land mid-job.
-	app := startApp(t, dir, "--store-concurrency", "1", "--image-slots", "1", "--append-linger", "0")
+	app := startApp(t, dir, "--store-concurrency", "1", "--image-slots", "1", "--append-linger", "0", "--append-rate", "0")
 	var urls []string
 	for i := range 20 {
 		urls = append(urls, fmt.Sprintf("%s/8x8.png/%d", img.URL, i))
