@@ -1,10 +1,12 @@
 package imagefetch
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"image"
 	"io"
+	"sync"
 
 	// Formats whose headers DecodeConfig can read.
 	_ "image/gif"
@@ -46,6 +48,10 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 // exceeded reports whether the body had more than limit bytes.
 func (b *limitedBody) exceeded() bool { return b.n > b.limit }
 
+// headerReaders buffer bodies for decodeHeader; DecodeConfig would
+// allocate a 4 KiB reader per image otherwise.
+var headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
 // decodeHeader reads only as much of body as the format's header needs and
 // returns the image dimensions. It never decodes pixels, so a header claiming
 // 100000x100000 costs nothing. The returned error is either the body's own
@@ -60,12 +66,21 @@ func decodeHeader(body io.Reader, maxBytes int64) (width, height int, err error)
 		}
 	}()
 	lb := &limitedBody{r: body, limit: maxBytes}
-	cfg, _, err := image.DecodeConfig(lb)
+	br := headerReaders.Get().(*bufio.Reader)
+	br.Reset(lb)
+	defer func() { br.Reset(nil); headerReaders.Put(br) }()
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0xff && magic[1] == markerSOI {
+		width, height, err = jpegHeader(br)
+	} else {
+		var cfg image.Config
+		cfg, _, err = image.DecodeConfig(br)
+		width, height = cfg.Width, cfg.Height
+	}
 	switch {
-	case err == nil && (cfg.Width <= 0 || cfg.Height <= 0):
+	case err == nil && (width <= 0 || height <= 0):
 		return 0, 0, newError(ClassNotImage, errors.New("non-positive dimensions"))
 	case err == nil:
-		return cfg.Width, cfg.Height, nil
+		return width, height, nil
 	case lb.err != nil:
 		return 0, 0, lb.err
 	case lb.exceeded():
