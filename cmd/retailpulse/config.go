@@ -95,7 +95,7 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.ImageTimeout, "image-timeout", 2*time.Minute, "bound on one image's download, all retries included")
 	fs.IntVar(&cfg.PerHostConcurrency, "per-host-concurrency", 32, "concurrent downloads from one image host")
 	fs.DurationVar(&cfg.AppendLinger, "append-linger", 20*time.Millisecond, "how long a job waits for more image outcomes before appending them (fewer, larger fsyncs)")
-	fs.IntVar(&cfg.AppendRate, "append-rate", 250, "appends per second this instance's jobs aim to stay under together: with many jobs at once each waits longer than --append-linger (up to 1s) so they make fewer, larger appends; 0 = no bound")
+	fs.IntVar(&cfg.AppendRate, "append-rate", 100, "appends per second this instance's jobs aim to stay under together: with many jobs at once each waits longer than --append-linger (up to 1s) so they make fewer, larger appends; 0 = no bound")
 	fs.IntVar(&cfg.JobSlots, "job-slots", 64, "jobs processed at once by this instance; 0 = API only (submits, reads and streams; other instances on the same log process the jobs)")
 	fs.IntVar(&cfg.ImageSlots, "image-slots", 4096, "images processed at once by this instance: the most the adaptive governor allows, or the fixed number with --sched-latency-target 0")
 	fs.IntVar(&cfg.MinImageSlots, "min-image-slots", 128, "the fewest image slots the adaptive governor goes down to (at most --image-slots)")
