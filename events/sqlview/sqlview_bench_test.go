@@ -95,6 +95,32 @@ func BenchmarkView_ApplyOneJob(b *testing.B) {
 	}
 }
 
+// BenchmarkView_ApplySubmission applies one submission of 10 visits of 50
+// images (W1's job) per op, one commit each, as the projection does while
+// jobs are submitted.
+func BenchmarkView_ApplySubmission(b *testing.B) {
+	v := newView(b)
+	ctx, cancel := context.WithCancel(context.Background()) // as the projection's
+	defer cancel()
+	var visits []events.Visit
+	for vi := range 10 {
+		var urls []string
+		for i := range 50 {
+			urls = append(urls, fmt.Sprintf("https://images.example.com/store/%d/%d.jpg", vi, i))
+		}
+		visits = append(visits, events.Visit{StoreID: "S1", ImageURLs: urls, VisitTime: "2026-11-23T10:00:00Z"})
+	}
+	seq := uint64(1)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := v.ApplyMessages(ctx, []events.Message{submitted(seq, time.Unix(int64(seq), 0), visits...)}); err != nil {
+			b.Fatal(err)
+		}
+		seq++
+	}
+	b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "images/s")
+}
+
 // BenchmarkView_Job reads one job's status.
 func BenchmarkView_Job(b *testing.B) {
 	v := newView(b)

@@ -306,6 +306,29 @@ func TestView_AgreesWithTheFoldOnRandomHistories(t *testing.T) {
 	}
 }
 
+// Submissions of every size around the rows one INSERT carries keep every
+// image, in its visit and place, with its URL.
+func TestView_StoresEveryImageOfLargeSubmissions(t *testing.T) {
+	v := newView(t)
+	var msgs []events.Message
+	for seq, sizes := range [][]int{{63}, {64}, {65}, {50, 50, 50}, {1, 128, 0, 7}, {200}} {
+		var visits []events.Visit
+		for vi, n := range sizes {
+			var urls []string
+			for i := range n {
+				urls = append(urls, fmt.Sprintf("http://img/%d/%d/%d", seq, vi, i))
+			}
+			visits = append(visits, events.Visit{StoreID: "S1", ImageURLs: urls, VisitTime: "t"})
+		}
+		msgs = append(msgs, submitted(uint64(seq+1), time.Unix(int64(seq), 0), visits...))
+	}
+	last := uint64(len(msgs))
+	msgs = append(msgs, jobMsg(last+1, last, events.KindImages, ok(0, 199, "S1"), bad(0, 0, "S1", "http://img/5/0/0", "http 404")))
+	apply(t, v, msgs...)
+	sameJobs(t, foldAll(msgs), v)
+	sameResults(t, msgs, v)
+}
+
 // A message is applied once: runs that repeat or overlap what was applied
 // change nothing, and a closed and reopened database resumes after the
 // last sequence it committed.
