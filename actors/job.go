@@ -249,8 +249,9 @@ func (a *jobActor) process(hard context.Context, stopping <-chan struct{}) error
 
 // gather collects more outcomes for the next append: for up to the
 // engine's linger (BatchLinger, longer under AppendRate) after the first,
-// or until MaxBatch are pending or every store actor has returned. Each append is a serial fsync in the log, so fewer,
-// larger appends leave room for other jobs and for submissions.
+// or until MaxBatch are pending or every store actor has returned. Each
+// append is a serial fsync in the log, so fewer, larger appends leave room
+// for other jobs and for submissions.
 func (a *jobActor) gather(pending []events.Event, running *int, log *slog.Logger) []events.Event {
 	cfg := &a.e.cfg
 	var deadline <-chan time.Time
