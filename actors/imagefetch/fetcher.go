@@ -135,6 +135,7 @@ type Fetcher struct {
 	transport *http.Transport
 	client    *http.Client
 	hosts     *hostLimiter
+	workers   *workers // run each Dimensions call (see workers)
 
 	// Seams, fixed before first use; tests replace them.
 	permit func(netip.Addr) bool                            // may this address be dialled?
@@ -152,12 +153,13 @@ var (
 func New(cfg Config) *Fetcher {
 	cfg = cfg.withDefaults()
 	f := &Fetcher{
-		cfg:    cfg,
-		hosts:  newHostLimiter(cfg.PerHostConcurrency),
-		permit: permitPublic,
-		sleep:  sleepCtx,
-		jitter: rand.Int64N,
-		now:    time.Now,
+		cfg:     cfg,
+		hosts:   newHostLimiter(cfg.PerHostConcurrency),
+		workers: newWorkers(workerIdle),
+		permit:  permitPublic,
+		sleep:   sleepCtx,
+		jitter:  rand.Int64N,
+		now:     time.Now,
 	}
 	if cfg.AllowPrivateNetworks {
 		f.permit = permitAll
@@ -207,7 +209,22 @@ func (f *Fetcher) Close() { f.transport.CloseIdleConnections() }
 // If ctx ends first, Dimensions returns promptly with ctx.Err() itself,
 // unwrapped. Every other error is an *Error whose Error() is its coarse class.
 // Safe for concurrent use.
+//
+// The call runs on one of the Fetcher's worker goroutines (see workers);
+// the caller waits for it.
 func (f *Fetcher) Dimensions(ctx context.Context, rawURL string) (width, height int, err error) {
+	type dims struct {
+		w, h int
+		err  error
+	}
+	d := call(f.workers, func() dims {
+		w, h, err := f.dimensions(ctx, rawURL)
+		return dims{w, h, err}
+	})
+	return d.w, d.h, d.err
+}
+
+func (f *Fetcher) dimensions(ctx context.Context, rawURL string) (width, height int, err error) {
 	u, err := parseURL(rawURL)
 	if err != nil {
 		return 0, 0, newError(ClassInvalidURL, err)
