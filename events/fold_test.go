@@ -185,12 +185,17 @@ func TestJobState_RejectsImagesOutsideTheJob(t *testing.T) {
 	}
 }
 
+// Every event type, with every field set.
 func TestCodec_RoundTrip(t *testing.T) {
 	at := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 	evs := []Event{
+		&JobSubmitted{Count: 2, Visits: []Visit{{StoreID: "S1", ImageURLs: []string{"a", "b"}, VisitTime: "t"}, {StoreID: "S2", ImageURLs: []string{"c"}, VisitTime: "u"}}, SubmittedAt: at},
 		ok(0, 1),
+		&ImageProcessed{ImageRef: ImageRef{3, 4}, StoreID: "S3", Width: 1, Height: 2, Perimeter: 6, At: at},
 		bad(1, 0, "S2", "http 404"),
+		&ImageFailed{ImageRef: ImageRef{5, 6}, StoreID: "S4", URL: "http://y", Reason: "timeout", At: at},
 		&JobStarted{Attempt: 2, Owner: "host-1", At: at},
+		&JobRequeued{By: "ops", Reason: "stranded", At: at},
 		&JobCompleted{Status: StatusFailed, Errors: []StoreError{{"S2", "x"}}, Processed: 1, Failed: 1, At: at},
 	}
 	body, err := Encode(42, evs...)
@@ -212,17 +217,48 @@ func TestCodec_RoundTrip(t *testing.T) {
 			t.Fatalf("decoded %+v", b)
 		}
 	}
-	if HeaderTypeOf(evs[:1]) != string(TypeImageProcessed) || HeaderTypeOf(evs) != "batch" {
+	if HeaderTypeOf(evs[1:3]) != string(TypeImageProcessed) || HeaderTypeOf(evs) != "batch" {
 		t.Error("HeaderTypeOf")
+	}
+}
+
+// Decode reads every event's data in one pass, into one struct holding
+// the fields of every event type: each field of each event must be there,
+// under the same JSON name, with the same Go type.
+func TestCodec_WireDataCoversEveryEvent(t *testing.T) {
+	fields := map[string]reflect.Type{}
+	wd := reflect.TypeOf(wireData{})
+	for i := range wd.NumField() {
+		fields[strings.Split(wd.Field(i).Tag.Get("json"), ",")[0]] = wd.Field(i).Type
+	}
+	var check func(name string, typ reflect.Type)
+	check = func(name string, typ reflect.Type) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			if f.Anonymous {
+				check(name, f.Type)
+				continue
+			}
+			tag := strings.Split(f.Tag.Get("json"), ",")[0]
+			if got, ok := fields[tag]; !ok || got != f.Type {
+				t.Errorf("%s.%s (json %q, %v): wireData has %v", name, f.Name, tag, f.Type, got)
+			}
+		}
+	}
+	for _, ev := range []Event{&JobSubmitted{}, &JobStarted{}, &ImageProcessed{}, &ImageFailed{}, &JobRequeued{}, &JobCompleted{}} {
+		check(string(ev.EventType()), reflect.TypeOf(ev).Elem())
 	}
 }
 
 func TestCodec_RejectsWhatItDoesNotUnderstand(t *testing.T) {
 	for name, body := range map[string]string{
-		"not json":       `nope`,
-		"future version": `{"v":99,"events":[{"type":"job_started","data":{}}]}`,
-		"unknown type":   `{"v":1,"events":[{"type":"job_exploded","data":{}}]}`,
-		"no events":      `{"v":1,"events":[]}`,
+		"not json":             `nope`,
+		"future version":       `{"v":99,"events":[{"type":"job_started","data":{}}]}`,
+		"unknown type":         `{"v":1,"events":[{"type":"job_exploded","data":{}}]}`,
+		"no events":            `{"v":1,"events":[]}`,
+		"no data":              `{"v":1,"events":[{"type":"job_started"}]}`,
+		"null data":            `{"v":1,"events":[{"type":"job_started","data":null}]}`,
+		"data of a wrong type": `{"v":1,"events":[{"type":"image_processed","data":{"width":"wide"}}]}`,
 	} {
 		if _, err := Decode([]byte(body), ""); err == nil {
 			t.Errorf("%s: decoded", name)
