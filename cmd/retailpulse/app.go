@@ -156,7 +156,8 @@ type App struct {
 	admission  *jsstore.Admission
 	writable   atomic.Bool // the event log took writes at the last probe
 	streams    *httpapi.Streams
-	activity   *activity // the dashboard's statistics (stats.go)
+	activity   *activity    // the dashboard's statistics (stats.go)
+	accepted   acceptedJobs // jobs accepted here, not yet in the read model
 
 	// Pause overrides the configured GPU pause (tests); set before Run.
 	Pause func(context.Context) error
@@ -251,9 +252,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	if a.view, err = openView(openCtx, a.eventLog, cfg.DataDir, stores, log); err != nil {
 		return nil, err
 	}
-	a.projection = jsstore.NewProjection(a.eventLog, a.view, log, func(r jsstore.Applied) {
-		a.metrics.ProjectionApplied(r.Seq, r.Result.Applied, r.Result.Duplicates, r.Lag)
-	})
+	a.projection = jsstore.NewProjection(a.eventLog, a.view, log, a.applied)
 	// Instances sharing a log answer reads only once their projection has
 	// reached the log's end as of the read: never older than what another
 	// instance already answered. A sole instance needs that only until it
@@ -480,6 +479,9 @@ func (a *App) Submit(ctx context.Context, job *events.JobSubmitted, key string) 
 		a.log.Info("job submission replayed", "job_id", id)
 		return id, true, nil
 	}
+	if !a.projection.Linearizable {
+		a.accepted.add(id, job.Images())
+	}
 	a.admission.Admitted()
 	a.metrics.JobSubmitted()
 	a.log.Info("job submitted", "job_id", id, "visits", len(job.Visits), "images", job.Images())
@@ -494,6 +496,13 @@ var (
 	_ httpapi.Queries = (*App)(nil)
 )
 
+// applied is the projection's callback after each run it commits (on its
+// writer goroutine).
+func (a *App) applied(r jsstore.Applied) {
+	a.accepted.appliedThrough(r.Seq)
+	a.metrics.ProjectionApplied(r.Seq, r.Result.Applied, r.Result.Duplicates, r.Lag)
+}
+
 // Status implements httpapi.Jobs from the read model database, once the
 // projection may answer (jsstore.Projection.SyncJob): a job the log holds
 // is never answered as unknown, and no answer is older than one already
@@ -504,11 +513,21 @@ var (
 // once, without asking the log where it ends: a terminal answer is final,
 // so no answer given anywhere can be newer. That keeps status of finished
 // jobs answering while the log has no quorum.
+//
+// A job this sole instance accepted that the read model has not applied
+// yet is answered as ongoing at once (acceptedJobs): a client polling
+// right after its submit does not wait for the projection.
 func (a *App) Status(ctx context.Context, id uint64) (events.JobView, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.SubmitTimeout)
 	defer cancel()
-	if v, err := a.view.Job(ctx, id); err == nil && v.Status != events.StatusOngoing {
+	v, err := a.view.Job(ctx, id)
+	if err == nil && v.Status != events.StatusOngoing {
 		return v, nil
+	}
+	if errors.Is(err, events.ErrJobNotFound) {
+		if images, ok := a.accepted.lookup(id); ok {
+			return events.JobView{ID: id, Status: events.StatusOngoing, Images: images}, nil
+		}
 	}
 	if err := a.projection.SyncJob(ctx, id); err != nil {
 		return events.JobView{}, err

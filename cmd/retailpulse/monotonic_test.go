@@ -64,7 +64,7 @@ func startHeldApp(t testing.TB, dataDir string, extra ...string) (*testApp, *hel
 	t.Helper()
 	app, log := newTestApp(t, dataDir, extra...)
 	held := &heldView{View: app.view, gate: make(chan struct{})}
-	p := jsstore.NewProjection(app.eventLog, held, log, nil)
+	p := jsstore.NewProjection(app.eventLog, held, log, app.applied)
 	p.Linearizable, p.ReadWait = app.projection.Linearizable, app.projection.ReadWait
 	app.projection = p
 	return runApp(t, app), held
