@@ -100,6 +100,8 @@ func (m *Main) serve(ctx context.Context, args []string) int {
 	}
 	log := newLogger(m.Stderr, cfg.LogLevel, cfg.LogFormat)
 	m.logger.Store(log)
+	stopGCTuner := startGCTuner(ctx, cfg.GCFloor, m.Getenv, log)
+	defer stopGCTuner()
 	app, err := NewApp(ctx, cfg, log)
 	if err != nil {
 		fmt.Fprintf(m.Stderr, "retailpulse: %v\n", err)

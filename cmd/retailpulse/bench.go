@@ -45,6 +45,7 @@ var benchServeFlags = []struct{ name, usage string }{
 	{"store-concurrency", "service: images processed at once per store of a job (default: the service's)"},
 	{"append-linger", "service: how long a job waits for more outcomes before appending (default: the service's)"},
 	{"append-rate", "service: appends per second the jobs aim to stay under together, 0 = no bound (default: the service's)"},
+	{"gc-floor", "service: heap size garbage collection lets build up while live data is small, 0 = Go's default pace (default: the service's)"},
 }
 
 // benchPhotoBytes is the size of a --photo image unless --image-bytes says
@@ -262,6 +263,7 @@ type benchService struct {
 	dataDir  string
 	keep     bool
 	stderr   io.Writer
+	stopGC   func() // the garbage collector's pacing (gctune.go)
 	cancel   context.CancelFunc
 	done     chan error
 }
@@ -278,14 +280,15 @@ func startBenchService(ctx context.Context, cfg *benchConfig, stderr io.Writer) 
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	app, err := NewApp(ctx, sc, newLogger(stderr, sc.LogLevel, "text"))
+	log := newLogger(stderr, sc.LogLevel, "text")
+	app, err := NewApp(ctx, sc, log)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start service: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &benchService{app: app, url: "http://" + app.Addr(), gpuPause: sc.GPUPause, dataDir: dir,
-		keep: cfg.KeepData, stderr: stderr, cancel: cancel, done: make(chan error, 1)}
+		keep: cfg.KeepData, stderr: stderr, stopGC: startGCTuner(runCtx, sc.GCFloor, os.Getenv, log), cancel: cancel, done: make(chan error, 1)}
 	go func() { s.done <- app.Run(runCtx) }()
 	if err := s.waitReady(ctx, time.Minute); err != nil {
 		s.Stop()
@@ -324,6 +327,7 @@ func (s *benchService) Stop() {
 	if err := <-s.done; err != nil {
 		fmt.Fprintf(s.stderr, "retailpulse bench: service: %v\n", err)
 	}
+	s.stopGC()
 	if s.keep {
 		fmt.Fprintf(s.stderr, "retailpulse bench: service data kept in %s\n", s.dataDir)
 		return

@@ -44,6 +44,7 @@ type serveConfig struct {
 	MaxAttempts          int
 	ShutdownTimeout      time.Duration
 	MaxBodyBytes         int64
+	GCFloor              int64
 	MaxVisits            int
 	MaxImages            int
 	MaxURLLength         int
@@ -103,6 +104,8 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.StoreConcurrency, "store-concurrency", 64, "images processed at once per store of a job")
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", 5, "deliveries of a job before it is completed as failed")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight images may finish on shutdown")
+	cfg.GCFloor = 160 << 20
+	fs.Var((*byteSize)(&cfg.GCFloor), "gc-floor", "heap `size` garbage collection lets build up while live data is small (fewer collections, a steadier API under load); Go's own pace above it; 0 = Go's default pace. GOGC in the environment takes precedence")
 	cfg.MaxBodyBytes = 10 << 20
 	fs.Var((*byteSize)(&cfg.MaxBodyBytes), "max-body-bytes", "largest submit body (413 above), a `size` such as 10MiB, 64KiB or 1048576")
 	fs.IntVar(&cfg.MaxVisits, "max-visits", 10_000, "visits per job")
@@ -269,7 +272,7 @@ func (cfg *serveConfig) redacted() []any {
 		"replicas", cfg.Replicas, "fsync", cfg.Fsync, "max_stream_bytes", cfg.MaxStreamBytes,
 		"ack_wait", cfg.AckWait, "image_timeout", cfg.ImageTimeout, "per_host_concurrency", cfg.PerHostConcurrency, "append_linger", cfg.AppendLinger, "append_rate", cfg.AppendRate, "job_slots", cfg.JobSlots, "image_slots", cfg.ImageSlots, "min_image_slots", cfg.MinImageSlots, "sched_latency_target", cfg.SchedLatencyTarget,
 		"store_concurrency", cfg.StoreConcurrency, "max_attempts", cfg.MaxAttempts,
-		"shutdown_timeout", cfg.ShutdownTimeout, "max_body_bytes", cfg.MaxBodyBytes,
+		"shutdown_timeout", cfg.ShutdownTimeout, "gc_floor", cfg.GCFloor, "max_body_bytes", cfg.MaxBodyBytes,
 		"max_visits", cfg.MaxVisits, "max_images", cfg.MaxImages, "max_url_length", cfg.MaxURLLength,
 		"max_store_id_length", cfg.MaxStoreIDLength, "max_visit_time_length", cfg.MaxVisitTimeLength,
 		"max_pending_submits", cfg.MaxPendingSubmits, "max_pending_results", cfg.MaxPendingResults, "max_queued_jobs", cfg.MaxQueuedJobs, "api_token", token,
