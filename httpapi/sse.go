@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -135,17 +136,21 @@ type stream struct {
 	ended  bool                 // job_completed written
 	sent   int                  // events written, not yet reported
 	failed error                // a write failed: the client is gone
-	buf    []byte               // frames not yet handed to the connection
+	buf    *unsentBuf           // frames not yet handed to the connection; nil when none
 }
 
 // maxUnsent is how many bytes of frames a stream gathers before writing
 // them: one write (one system call) carries many frames. A larger frame
-// is written as it is, and a stream keeps no buffer larger than
-// keepUnsent between writes (a thousand idle streams hold little).
-const (
-	maxUnsent  = 32 << 10
-	keepUnsent = 8 << 10
-)
+// is written as it is.
+const maxUnsent = 32 << 10
+
+// unsentBufs holds the buffers streams gather frames in. A stream takes
+// one for its first frame and gives it back once written, so a thousand
+// idle streams hold none, and busy ones do not allocate a buffer per
+// write.
+var unsentBufs = sync.Pool{New: func() any { return &unsentBuf{b: make([]byte, 0, 2*maxUnsent)} }}
+
+type unsentBuf struct{ b []byte }
 
 var errStreamEnded = errors.New("stream ended")
 
@@ -190,37 +195,47 @@ func (st *stream) put(b []byte) error {
 	if st.failed != nil {
 		return st.failed
 	}
-	if len(st.buf) == 0 && len(b) >= maxUnsent {
-		return st.send(b)
+	if st.buf == nil {
+		if len(b) >= maxUnsent {
+			return st.send(b)
+		}
+		st.buf = unsentBufs.Get().(*unsentBuf)
 	}
-	st.buf = append(st.buf, b...)
-	if len(st.buf) >= maxUnsent {
+	st.buf.b = append(st.buf.b, b...)
+	if len(st.buf.b) >= maxUnsent {
 		return st.send(nil)
 	}
 	return nil
 }
 
-// send writes the gathered frames, then b, within the write timeout.
+// send writes the gathered frames, then b, within the write timeout, and
+// gives the buffer back.
 func (st *stream) send(b []byte) error {
 	if st.failed != nil {
 		return st.failed
 	}
+	var gathered []byte
+	if st.buf != nil {
+		gathered = st.buf.b
+	}
 	_ = st.rc.SetWriteDeadline(time.Now().Add(st.s.writeTimeout))
-	for _, p := range [][]byte{st.buf, b} {
+	for _, p := range [][]byte{gathered, b} {
 		if len(p) == 0 {
 			continue
 		}
 		if _, err := st.w.Write(p); err != nil {
 			st.failed = err
-			return err
+			break
 		}
 	}
-	if cap(st.buf) > keepUnsent {
-		st.buf = nil // do not keep a large buffer for an idle stream
-	} else {
-		st.buf = st.buf[:0]
+	if st.buf != nil {
+		if cap(st.buf.b) <= 4*maxUnsent { // one that grew past that is left to the collector
+			st.buf.b = st.buf.b[:0]
+			unsentBufs.Put(st.buf)
+		}
+		st.buf = nil
 	}
-	return nil
+	return st.failed
 }
 
 // flush sends what was gathered and reports the events sent.

@@ -2,8 +2,10 @@ package httpapi
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -865,3 +867,84 @@ func TestStreams_StalledTailIsRestartedWhereItStopped(t *testing.T) {
 		t.Fatalf("recent messages %d from %d: a message was skipped or repeated", len(streams.recent), streams.recent[0].rec.Seq)
 	}
 }
+
+// failingWriter is a ResponseWriter whose connection is gone.
+type failingWriter struct{ http.ResponseWriter }
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("connection reset") }
+
+// A stream gathers frames into one write of about maxUnsent bytes, in
+// order, and holds no buffer once they are written or the client is gone.
+func TestStream_GathersFramesAndHoldsNoBufferBetweenWrites(t *testing.T) {
+	frame := func(i, size int) []byte {
+		b := bytes.Repeat([]byte{'a' + byte(i%26)}, size-1)
+		return append(b, '\n')
+	}
+	tests := []struct {
+		name   string
+		sizes  []int
+		writes int // writes before the flush
+	}{
+		{"small frames wait for the flush", []int{100, 200, 300}, 0},
+		{"a full buffer is written", []int{maxUnsent / 2, maxUnsent / 2, 10}, 1},
+		{"a large frame alone is written as it is", []int{maxUnsent + 1}, 1},
+		{"a large frame after small ones goes with them", []int{10, maxUnsent + 1, 10}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			writes := 0
+			w := writeCounter{ResponseWriter: rec, n: &writes}
+			st := &stream{s: &Streams{writeTimeout: time.Second, obs: nopObserver{}}, w: w, rc: http.NewResponseController(w)}
+			var want []byte
+			for i, n := range tt.sizes {
+				f := frame(i, n)
+				want = append(want, f...)
+				if err := st.put(f); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if writes != tt.writes {
+				t.Fatalf("%d writes before the flush, want %d", writes, tt.writes)
+			}
+			if err := st.flush(); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(rec.Body.Bytes(), want) {
+				t.Fatalf("wrote %d bytes, not the %d bytes of the frames in order", rec.Body.Len(), len(want))
+			}
+			if st.buf != nil {
+				t.Fatal("a buffer is held after the flush")
+			}
+		})
+	}
+	t.Run("client gone", func(t *testing.T) {
+		w := failingWriter{httptest.NewRecorder()}
+		st := &stream{s: &Streams{writeTimeout: time.Second, obs: nopObserver{}}, w: w, rc: http.NewResponseController(w)}
+		if err := st.put(frame(0, 100)); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.flush(); err == nil {
+			t.Fatal("flush to a gone client succeeded")
+		}
+		if st.buf != nil {
+			t.Fatal("a buffer is held after a failed write")
+		}
+		if err := st.put(frame(1, 100)); err == nil || st.buf != nil {
+			t.Fatalf("put after a failed write: %v, buffer held %v", err, st.buf != nil)
+		}
+	})
+}
+
+// writeCounter counts the writes that reach the connection.
+type writeCounter struct {
+	http.ResponseWriter
+	n *int
+}
+
+func (w writeCounter) Write(b []byte) (int, error) {
+	*w.n++
+	return w.ResponseWriter.Write(b)
+}
+
+func (w writeCounter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
