@@ -148,7 +148,7 @@ const maxUnsent = 32 << 10
 // one for its first frame and gives it back once written, so a thousand
 // idle streams hold none, and busy ones do not allocate a buffer per
 // write.
-var unsentBufs = sync.Pool{New: func() any { return &unsentBuf{b: make([]byte, 0, 2*maxUnsent)} }}
+var unsentBufs = sync.Pool{New: func() any { return &unsentBuf{b: make([]byte, 0, 4<<10)} }}
 
 type unsentBuf struct{ b []byte }
 

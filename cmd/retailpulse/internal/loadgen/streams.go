@@ -81,27 +81,22 @@ func (s *streams) read(ctx context.Context, id uint64) {
 	for p := s.peak.Load(); now > p && !s.peak.CompareAndSwap(p, now); p = s.peak.Load() {
 	}
 	defer s.open.Add(-1)
-	// Frames are counted in the raw bytes, without parsing lines: the
-	// generator shares the machine with the service, so its reading must
-	// cost little. A marker split across two reads is found by keeping
-	// the end of the previous read.
 	buf := make([]byte, 32<<10)
-	var carry []byte
+	var sc frameScanner
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
-			chunk := append(carry, buf[:n]...)
-			s.events.Add(int64(bytes.Count(chunk, eventMarker) - bytes.Count(carry, eventMarker)))
+			events, completed, overflow := sc.feed(buf[:n])
+			s.events.Add(int64(events))
 			switch {
-			case bytes.Contains(chunk, completedMarker):
+			case completed:
 				s.completed.Add(1)
 				return
-			case bytes.Contains(chunk, overflowMarker):
+			case overflow:
 				s.overflows.Add(1)
 				s.fail(fmt.Sprintf("stream of job %d: the client fell behind (overflow)", id))
 				return
 			}
-			carry = append(carry[:0], chunk[max(0, len(chunk)-len(completedMarker)):]...)
 		}
 		if err != nil {
 			if ctx.Err() == nil {
@@ -112,11 +107,47 @@ func (s *streams) read(ctx context.Context, id uint64) {
 	}
 }
 
+// frameScanner counts the frames of an event stream in its raw bytes,
+// without parsing lines: the generator shares the machine with the
+// service, so its reading must cost little and allocate nothing per read.
+// A marker split across two reads is found in the joint: the end of the
+// previous read followed by the start of this one.
+type frameScanner struct {
+	carry []byte // the last markerMax-1 bytes read
+	joint []byte
+}
+
+// feed scans the next bytes read: the frames that begin in them, and
+// whether a job_completed or an overflow frame was seen.
+func (sc *frameScanner) feed(data []byte) (events int, completed, overflow bool) {
+	if sc.carry == nil {
+		sc.carry, sc.joint = make([]byte, 0, markerMax), make([]byte, 0, 2*markerMax)
+	}
+	n := len(data)
+	head := data[:min(n, markerMax-1)]
+	sc.joint = append(append(sc.joint[:0], sc.carry...), head...)
+	// The joint's markers that lie within carry were counted with the
+	// previous read, those within head are counted in data.
+	events = bytes.Count(data, eventMarker) + bytes.Count(sc.joint, eventMarker) - bytes.Count(sc.carry, eventMarker) - bytes.Count(head, eventMarker)
+	completed = bytes.Contains(data, completedMarker) || bytes.Contains(sc.joint, completedMarker)
+	overflow = bytes.Contains(data, overflowMarker) || bytes.Contains(sc.joint, overflowMarker)
+	if n >= markerMax-1 {
+		sc.carry = append(sc.carry[:0], data[n-(markerMax-1):]...)
+	} else {
+		sc.joint = append(append(sc.joint[:0], sc.carry...), data...)
+		sc.carry = append(sc.carry[:0], sc.joint[max(0, len(sc.joint)-(markerMax-1)):]...)
+	}
+	return events, completed, overflow
+}
+
 var (
 	eventMarker     = []byte("\nevent: ")
 	completedMarker = []byte("\nevent: job_completed\n")
 	overflowMarker  = []byte("event: overflow\n")
 )
+
+// markerMax is the length of the longest marker.
+var markerMax = max(len(eventMarker), len(completedMarker), len(overflowMarker))
 
 // finish waits for every stream to end (or ctx), and closes the client.
 func (s *streams) finish(ctx context.Context) streamStats {
