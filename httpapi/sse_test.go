@@ -382,6 +382,10 @@ func testJobHistoryThenLive(t *testing.T, recent int) {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Fatalf("Content-Type %q", ct)
 	}
+	// Unchunked, ended by closing the connection: one system call a write.
+	if len(resp.TransferEncoding) != 0 || resp.ContentLength != -1 || !resp.Close {
+		t.Fatalf("Transfer-Encoding %q, Content-Length %d, Connection: close %v; want an unchunked body the connection's close ends", resp.TransferEncoding, resp.ContentLength, resp.Close)
+	}
 	history := c.collect(t, 1+1+10) // submitted, started, 10 images
 	env.write(other, events.KindImages, images(0, 3)...)
 	env.write(id, events.KindImages, images(10, 25)...)
