@@ -30,6 +30,10 @@ type benchConfig struct {
 	ImageHost   string
 	JSON        bool
 	KeepData    bool
+	// SSEReader: where the event streams are read, "process" or "inline";
+	// ReadStreams: run only a reader of event streams on this service.
+	SSEReader   string
+	ReadStreams string
 
 	serveArgs []string // service flags given on the command line, passed through
 }
@@ -80,6 +84,8 @@ func (cfg *benchConfig) flagSet(stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.SubmitConcurrency, "submit-concurrency", 4, "submits in flight at once")
 	fs.IntVar(&cfg.StatusRPS, "status-rps", 0, "status requests per second issued against random jobs while they run (0 = none)")
 	fs.IntVar(&cfg.SSEStreams, "sse-streams", 0, "event streams (GET /api/jobs/{id}/events) held open on the jobs while they run, spread evenly over them, each read to its job_completed (0 = none)")
+	fs.StringVar(&cfg.SSEReader, "sse-reader", "process", "where the event streams are read: process (a `retailpulse bench --read-streams` process of their own, as subscribers are other programs than the one polling status) or inline (in this process)")
+	fs.StringVar(&cfg.ReadStreams, "read-streams", "", "run only a reader of event streams on the service at this `URL`, for a bench process: it opens K streams on job JOB for each \"JOB K\" line of standard input and prints its report as JSON when the input ends and the streams have ended (bounded by --timeout)")
 	fs.DurationVar(&cfg.PollInterval, "poll-interval", 50*time.Millisecond, "interval between status polls of the jobs still ongoing")
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "bound on submitting and waiting for every job")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed choosing which images fail")
@@ -133,6 +139,23 @@ func parseBenchConfig(args []string, stderr io.Writer) (*benchConfig, error) {
 			}
 			cfg.ImageHostURLs = append(cfg.ImageHostURLs, strings.TrimSuffix(pu.String(), "/"))
 		}
+	}
+	if cfg.ReadStreams != "" {
+		only := true
+		fs.Visit(func(f *flag.Flag) { only = only && (f.Name == "read-streams" || f.Name == "timeout") })
+		if !only {
+			return nil, errors.New("--read-streams runs only a reader of event streams: it takes only --timeout")
+		}
+		if u, err := url.Parse(cfg.ReadStreams); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("--read-streams: want http(s)://host[:port], got %q", cfg.ReadStreams)
+		}
+		if cfg.Timeout <= 0 {
+			return nil, errors.New("--timeout must be positive")
+		}
+		return cfg, nil
+	}
+	if cfg.SSEReader != "process" && cfg.SSEReader != "inline" {
+		return nil, fmt.Errorf("--sse-reader: want process or inline, got %q", cfg.SSEReader)
 	}
 	if cfg.ServeImages != "" {
 		if cfg.ImageHost != "" || cfg.URL != "" || len(cfg.serveArgs) > 0 {
@@ -219,6 +242,25 @@ func (m *Main) bench(ctx context.Context, args []string) int {
 			return nil, err // not a nil *benchService in a non-nil interface
 		}
 		return svc, nil
+	}
+	if cfg.ReadStreams != "" {
+		in := m.Stdin
+		if in == nil {
+			in = strings.NewReader("")
+		}
+		if err := loadgen.ReadStreams(ctx, cfg.ReadStreams, cfg.Timeout, in, m.Stdout); err != nil {
+			fmt.Fprintf(m.Stderr, "retailpulse bench: %v\n", err)
+			return exitError
+		}
+		return exitOK
+	}
+	if cfg.SSEStreams > 0 && cfg.SSEReader == "process" {
+		exe, err := os.Executable()
+		if err != nil {
+			fmt.Fprintf(m.Stderr, "retailpulse bench: --sse-reader process: %v\n", err)
+			return exitError
+		}
+		cfg.StreamsCommand = []string{exe, "bench", "--timeout", cfg.Timeout.String(), "--read-streams"}
 	}
 	if cfg.ServeImages != "" {
 		var addrs []string

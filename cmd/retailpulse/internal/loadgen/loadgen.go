@@ -37,10 +37,14 @@ type Config struct {
 	SubmitConcurrency int
 	StatusRPS         int
 	SSEStreams        int // event streams held open on the jobs while they run, spread evenly
-	PollInterval      time.Duration
-	Timeout           time.Duration
-	Seed              uint64
-	CPUProfile        string // CPU profile file; "" = none
+	// StreamsCommand, when set, reads the event streams in a process of
+	// their own: the command (with the service's URL appended) runs
+	// ReadStreams. Empty: they are read in this process.
+	StreamsCommand []string
+	PollInterval   time.Duration
+	Timeout        time.Duration
+	Seed           uint64
+	CPUProfile     string // CPU profile file; "" = none
 }
 
 // MaxImages bounds the images of a run.

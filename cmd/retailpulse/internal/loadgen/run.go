@@ -19,8 +19,8 @@ type loadRun struct {
 
 	jobs        []jobRecord
 	submitLat   []time.Duration
-	firstSubmit time.Time // when the first submit request was sent
-	streams     *streams  // nil without SSEStreams
+	firstSubmit time.Time    // when the first submit request was sent
+	streams     streamReader // nil without SSEStreams
 }
 
 // run submits every job, hammers the status endpoint if asked, and polls
@@ -29,7 +29,16 @@ func (r *loadRun) run(ctx context.Context) {
 	runCtx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
 	if r.cfg.SSEStreams > 0 {
-		r.streams = newStreams(r.client.base)
+		if len(r.cfg.StreamsCommand) > 0 {
+			child, err := startChildStreams(r.cfg.StreamsCommand, r.client.base, r.progress)
+			if err != nil {
+				r.res.fail(err.Error())
+				return
+			}
+			r.streams = child
+		} else {
+			r.streams = newStreams(r.client.base)
+		}
 	}
 	start := time.Now()
 	r.submitAll(runCtx)
