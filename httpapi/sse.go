@@ -386,14 +386,19 @@ func (h *handler) jobEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := h.streams
-	completed, err := s.log.JobCompleted(r.Context(), id)
-	if err != nil {
-		h.unavailable(w, r, err, logUnavailable)
-		return
-	}
-	if completed > 0 && resume.seq >= completed {
-		w.WriteHeader(http.StatusNoContent)
-		return
+	// Only a resumed stream can be past the job's end (a new one starts
+	// before the submission): only then is the log asked where it ends,
+	// so a thousand clients opening streams make no requests to it.
+	if resumed {
+		completed, err := s.log.JobCompleted(r.Context(), id)
+		if err != nil {
+			h.unavailable(w, r, err, logUnavailable)
+			return
+		}
+		if completed > 0 && resume.seq >= completed {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
 	}
 	st := &stream{s: s, w: w, rc: http.NewResponseController(w), door: DoorJob, pos: resume, job: id, http1: r.ProtoMajor == 1}
 	ctx, done := s.streamContext(r)

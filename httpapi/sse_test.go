@@ -15,6 +15,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -93,6 +94,18 @@ type sseEnv struct {
 	obs     *countingObserver
 	srv     *httptest.Server
 	fences  map[uint64]uint64
+	ends    *atomic.Int64 // the streams' JobCompleted requests to the log
+}
+
+// endCountingLog counts the requests for where a job ends.
+type endCountingLog struct {
+	EventLog
+	n *atomic.Int64
+}
+
+func (l endCountingLog) JobCompleted(ctx context.Context, id uint64) (uint64, error) {
+	l.n.Add(1)
+	return l.EventLog.JobCompleted(ctx, id)
 }
 
 // newSSEEnv starts the log, the projection, the streams and the server.
@@ -108,8 +121,8 @@ func newSSEEnv(t *testing.T, scfg StreamsConfig, cfg Config, configure func(*htt
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	wg.Go(func() { _ = proj.Run(ctx) })
 
-	env := &sseEnv{t: t, log: eventLog, obs: newCountingObserver(), fences: map[uint64]uint64{}}
-	scfg.Log, scfg.Observer = eventLog, env.obs
+	env := &sseEnv{t: t, log: eventLog, obs: newCountingObserver(), fences: map[uint64]uint64{}, ends: new(atomic.Int64)}
+	scfg.Log, scfg.Observer = endCountingLog{eventLog, env.ends}, env.obs
 	streams, err := NewStreams(scfg)
 	if err != nil {
 		t.Fatal(err)
@@ -399,12 +412,19 @@ func testJobHistoryThenLive(t *testing.T, recent int) {
 	}
 
 	// The same stream opened after the job completed is its history alone,
-	// and a reconnect after its last event is told to stop (204).
+	// and a reconnect after its last event is told to stop (204). Only
+	// that reconnect asks the log where the job ends.
 	c, _ = env.open(nil, fmt.Sprintf("/api/jobs/%d/events", id))
 	sameEvents(t, c.rest(t), env.logEvents(id, 1, last))
+	if n := env.ends.Load(); n != 0 {
+		t.Fatalf("new streams asked the log where the job ends %d times", n)
+	}
 	_, resp = env.open(nil, fmt.Sprintf("/api/jobs/%d/events", id), "Last-Event-ID", fmt.Sprintf("%d-0", last))
 	if resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("reconnect after job_completed: %d, want 204", resp.StatusCode)
+	}
+	if n := env.ends.Load(); n != 1 {
+		t.Fatalf("the reconnect asked the log where the job ends %d times, want 1", n)
 	}
 	jstest.CheckFor(t, 5*time.Second, func() error {
 		if o, c := env.obs.get(env.obs.opened, DoorJob), env.obs.get(env.obs.closed, DoorJob); o != 2 || c != 2 {
