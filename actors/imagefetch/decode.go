@@ -60,15 +60,23 @@ var headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 
 //
 // A decoder that panics on hostile input fails this image, not the process.
 func decodeHeader(body io.Reader, maxBytes int64) (width, height int, err error) {
+	width, height, _, err = decodeHeaderEnd(body, maxBytes)
+	return width, height, err
+}
+
+// decodeHeaderEnd is decodeHeader that also returns where in body the
+// header ended: the bytes the decoder consumed (read ahead not counted).
+func decodeHeaderEnd(body io.Reader, maxBytes int64) (width, height int, end int64, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			width, height, err = 0, 0, newError(ClassNotImage, fmt.Errorf("decoder panic: %v", r))
+			width, height, end, err = 0, 0, 0, newError(ClassNotImage, fmt.Errorf("decoder panic: %v", r))
 		}
 	}()
 	lb := &limitedBody{r: body, limit: maxBytes}
 	br := headerReaders.Get().(*bufio.Reader)
 	br.Reset(lb)
 	defer func() { br.Reset(nil); headerReaders.Put(br) }()
+	defer func() { end = lb.n - int64(br.Buffered()) }()
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0xff && magic[1] == markerSOI {
 		width, height, err = jpegHeader(br)
 	} else {
@@ -78,14 +86,14 @@ func decodeHeader(body io.Reader, maxBytes int64) (width, height int, err error)
 	}
 	switch {
 	case err == nil && (width <= 0 || height <= 0):
-		return 0, 0, newError(ClassNotImage, errors.New("non-positive dimensions"))
+		return 0, 0, 0, newError(ClassNotImage, errors.New("non-positive dimensions"))
 	case err == nil:
-		return width, height, nil
+		return width, height, 0, nil
 	case lb.err != nil:
-		return 0, 0, lb.err
+		return 0, 0, 0, lb.err
 	case lb.exceeded():
-		return 0, 0, newError(ClassTooLarge, err)
+		return 0, 0, 0, newError(ClassTooLarge, err)
 	default:
-		return 0, 0, newError(ClassNotImage, err)
+		return 0, 0, 0, newError(ClassNotImage, err)
 	}
 }

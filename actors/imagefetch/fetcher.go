@@ -48,7 +48,10 @@ type Config struct {
 	MaxBytes int64
 
 	// RangeBytes is the size of the first ranged request (Range: bytes=0-
-	// RangeBytes-1); default 64 KiB. While the header is incomplete and the
+	// RangeBytes-1) to a host; default 64 KiB. Later images of the host
+	// ask for as much as its recent headers took (a quarter more, rounded
+	// up to a power of two, at least 4 KiB, at most RangeBytes). While the
+	// header is incomplete and the
 	// resource longer, the next range continues where the last ended, up to
 	// four times the bytes held and at most MaxBytes in all. Hosts
 	// that ignore Range are read as whole bodies. Negative sends no Range:
@@ -135,6 +138,7 @@ type Fetcher struct {
 	transport *http.Transport
 	client    *http.Client
 	hosts     *hostLimiter
+	ranges    *rangeSizer
 	workers   *workers // run each Dimensions call (see workers)
 
 	// Seams, fixed before first use; tests replace them.
@@ -155,6 +159,7 @@ func New(cfg Config) *Fetcher {
 	f := &Fetcher{
 		cfg:     cfg,
 		hosts:   newHostLimiter(cfg.PerHostConcurrency),
+		ranges:  newRangeSizer(cfg.RangeBytes),
 		workers: newWorkers(workerIdle),
 		permit:  permitPublic,
 		sleep:   sleepCtx,

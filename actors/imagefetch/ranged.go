@@ -97,13 +97,14 @@ func (f *Fetcher) statusErr(resp *http.Response, st *fetch) error {
 	return statusError(resp.StatusCode, resp.Status)
 }
 
-// fetchRanged asks for the first RangeBytes of the image and decodes from
-// ranged answers, asking for more only while the header is incomplete. A
+// fetchRanged asks for the first bytes of the image (as many as the
+// host's recent headers took: rangeSizer) and decodes from ranged
+// answers, asking for more only while the header is incomplete. A
 // host that ignores Range (200) is read as a whole body. errRangeFallback
 // means: ask again for the whole body.
 func (f *Fetcher) fetchRanged(ctx context.Context, st *fetch) (width, height int, err error) {
 	limit := f.cfg.MaxBytes + 1 // decodeHeader reads one byte past MaxBytes to see it exceeded
-	want := min(f.cfg.RangeBytes, limit)
+	want := min(f.ranges.first(st.host), limit)
 	resp, err := f.get(ctx, st.url, rangeHeader(0, want), "")
 	if err != nil {
 		return 0, 0, err
@@ -125,11 +126,12 @@ func (f *Fetcher) fetchRanged(ctx context.Context, st *fetch) (width, height int
 	}
 	b.ifRange = validator(resp.Header)
 	st.mode = ModeRanged
-	width, height, err = decodeHeader(b, f.cfg.MaxBytes)
+	width, height, end, err := decodeHeaderEnd(b, f.cfg.MaxBytes)
 	if err != nil {
 		b.close()
 		return 0, 0, attemptErr(ctx, err)
 	}
+	f.ranges.observe(st.host, end)
 	b.finish()
 	return width, height, nil
 }

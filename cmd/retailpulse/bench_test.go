@@ -51,15 +51,16 @@ func TestBench_SmallRun(t *testing.T) {
 	if res.ImagesFailed != nil && int(*res.ImagesFailed) != res.FailingImages {
 		t.Errorf("service failed %v images, workload had %d failing", *res.ImagesFailed, res.FailingImages)
 	}
-	// The 404s read no body; every other image came by one ranged request,
-	// its 100 KB padded JPEG's first 64 KiB.
-	if res.ImagesFetchedRanged == nil || int(*res.ImagesFetchedRanged) != 30-res.FailingImages || res.BytesReadPerImage == nil || *res.BytesReadPerImage != 65536 {
-		t.Errorf("fetched ranged %v, bytes read per image %v; want %d and 65536", res.ImagesFetchedRanged, res.BytesReadPerImage, 30-res.FailingImages)
+	// The 404s read no body; every other image came by one ranged request
+	// of its 100 KB padded JPEG: the first 64 KiB while the host's headers
+	// were unknown, 4 KiB once they were (the header ends within 1 KiB).
+	if res.ImagesFetchedRanged == nil || int(*res.ImagesFetchedRanged) != 30-res.FailingImages || res.BytesReadPerImage == nil || *res.BytesReadPerImage < 4096 || *res.BytesReadPerImage > 65536 {
+		t.Errorf("fetched ranged %v, bytes read per image %v; want %d and 4-64 KiB", res.ImagesFetchedRanged, res.BytesReadPerImage, 30-res.FailingImages)
 	}
 }
 
 // W2: camera photos whose header follows 24 KiB of metadata cost one
-// 64 KiB range each from a host that honours Range; from one that ignores
+// range of at most 64 KiB each from a host that honours Range; from one that ignores
 // it, whole bodies cut off after the header.
 func TestBench_Photo(t *testing.T) {
 	tests := []struct {
@@ -188,8 +189,10 @@ func TestBench_ImageHostInItsOwnProcess(t *testing.T) {
 		if res.ImageRequests != 20 {
 			t.Errorf("image host counted %d requests, want 20 (one per image, 404s included)", res.ImageRequests)
 		}
-		if res.ImageBytesServedPerImage != 65536 {
-			t.Errorf("%.0f bytes served per image, want one 64 KiB range", res.ImageBytesServedPerImage)
+		// One range each: 64 KiB while the hosts' headers were unknown,
+		// 32 KiB once they were (24 KiB of metadata before the header).
+		if res.ImageBytesServedPerImage < 32768 || res.ImageBytesServedPerImage > 65536 {
+			t.Errorf("%.0f bytes served per image, want one range of 32-64 KiB", res.ImageBytesServedPerImage)
 		}
 	}
 	for _, args := range [][]string{
