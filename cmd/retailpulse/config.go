@@ -105,7 +105,7 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", 5, "deliveries of a job before it is completed as failed")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight images may finish on shutdown")
 	cfg.GCFloor = 160 << 20
-	fs.Var((*byteSize)(&cfg.GCFloor), "gc-floor", "heap `size` garbage collection lets build up while live data is small (fewer collections, a steadier API under load); Go's own pace above it; 0 = Go's default pace. GOGC in the environment takes precedence")
+	fs.Var((*byteSize)(&cfg.GCFloor), "gc-floor", "heap `size` garbage collection lets build up while live data is small (fewer collections, a steadier API under load); Go's own pace above it; 0 = Go's default pace; at most half the container's memory limit or GOMEMLIMIT. GOGC in the environment takes precedence")
 	cfg.MaxBodyBytes = 10 << 20
 	fs.Var((*byteSize)(&cfg.MaxBodyBytes), "max-body-bytes", "largest submit body (413 above), a `size` such as 10MiB, 64KiB or 1048576")
 	fs.IntVar(&cfg.MaxVisits, "max-visits", 10_000, "visits per job")

@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"log/slog"
+	"math"
+	"os"
 	"runtime/debug"
 	"runtime/metrics"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -43,9 +47,11 @@ const gcTunePoll = 50 * time.Millisecond
 
 // startGCTuner paces the collector as above until ctx ends, then restores
 // the GOGC it found. It does nothing (and says why) when floor is 0 or
-// when GOGC is set in the environment: the operator's choice stands. A
-// GOMEMLIMIT from the environment still bounds the heap. The returned
-// function stops the tuner and waits for it; call it once.
+// when GOGC is set in the environment: the operator's choice stands. The
+// floor is at most half the memory the process may use: its container's
+// memory limit (cgroup v2 or v1) or GOMEMLIMIT, whichever is lower, and a
+// GOMEMLIMIT still bounds the heap. The returned function stops the tuner
+// and waits for it; call it once.
 func startGCTuner(ctx context.Context, floor int64, getenv func(string) string, log *slog.Logger) (stop func()) {
 	switch {
 	case floor <= 0:
@@ -54,6 +60,10 @@ func startGCTuner(ctx context.Context, floor int64, getenv func(string) string, 
 	case getenv("GOGC") != "":
 		log.Info("garbage collection paced by GOGC from the environment; --gc-floor ignored", "GOGC", getenv("GOGC"))
 		return func() {}
+	}
+	if capped := floorWithin(floor, memoryLimit(cgroupMemoryFiles), debug.SetMemoryLimit(-1)); capped < floor {
+		log.Info("--gc-floor lowered to half the memory this process may use", "gc_floor", floor, "lowered_to", capped)
+		floor = capped
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -87,4 +97,43 @@ func startGCTuner(ctx context.Context, floor int64, getenv func(string) string, 
 		cancel()
 		<-done
 	}
+}
+
+// cgroupMemoryFiles are where a container's memory limit is read: cgroup
+// v2, then v1.
+var cgroupMemoryFiles = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
+
+// memoryLimit returns the first limit found in files, or 0 when none is
+// set ("max", a v1 limit of 2^62 bytes or more, a missing or unreadable
+// file).
+func memoryLimit(files []string) int64 {
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		v := strings.TrimSpace(string(b))
+		if v == "max" {
+			return 0
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 || n >= 1<<62 {
+			return 0
+		}
+		return n
+	}
+	return 0
+}
+
+// floorWithin returns floor, at most half of the lower of container (0 =
+// none) and goMemLimit (math.MaxInt64 = none).
+func floorWithin(floor, container, goMemLimit int64) int64 {
+	limit := goMemLimit
+	if container > 0 {
+		limit = min(limit, container)
+	}
+	if limit <= 0 || limit == math.MaxInt64 {
+		return floor
+	}
+	return min(floor, limit/2)
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/metrics"
 	"testing"
@@ -91,6 +94,59 @@ func TestGCTuner_LeavesGoDefaultsWhenAsked(t *testing.T) {
 			defer stop()
 			if got := gogc(); got != before {
 				t.Fatalf("GOGC %d, want %d untouched", got, before)
+			}
+		})
+	}
+}
+
+func TestMemoryLimit_Files(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, v string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	missing := filepath.Join(dir, "missing")
+	tests := []struct {
+		name  string
+		files []string
+		want  int64
+	}{
+		{"v2 limit", []string{write("v2", "268435456\n"), missing}, 256 << 20},
+		{"v2 unlimited", []string{write("v2max", "max\n"), write("v1a", "1073741824\n")}, 0},
+		{"v1 limit when v2 is missing", []string{missing, write("v1", "536870912\n")}, 512 << 20},
+		{"v1 unlimited", []string{missing, write("v1max", "9223372036854771712\n")}, 0},
+		{"garbage", []string{write("bad", "lots\n")}, 0},
+		{"none", []string{missing}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := memoryLimit(tt.files); got != tt.want {
+				t.Fatalf("memoryLimit = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFloorWithin_Table(t *testing.T) {
+	const mib = 1 << 20
+	tests := []struct {
+		name                         string
+		floor, container, goMemLimit int64
+		want                         int64
+	}{
+		{"no limits", 160 * mib, 0, math.MaxInt64, 160 * mib},
+		{"a roomy container", 160 * mib, 2048 * mib, math.MaxInt64, 160 * mib},
+		{"a 256 MiB container", 160 * mib, 256 * mib, math.MaxInt64, 128 * mib},
+		{"GOMEMLIMIT lower than the container", 160 * mib, 1024 * mib, 200 * mib, 100 * mib},
+		{"GOMEMLIMIT alone", 160 * mib, 0, 128 * mib, 64 * mib},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := floorWithin(tt.floor, tt.container, tt.goMemLimit); got != tt.want {
+				t.Fatalf("floorWithin = %d, want %d", got, tt.want)
 			}
 		})
 	}
