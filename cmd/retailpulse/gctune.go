@@ -16,14 +16,14 @@ import (
 // live data is ~25 MB is collected every ~25 MB allocated: under W1 that
 // is a collection every ~250 ms, and each one (two stop-the-world pauses
 // stretched by the other busy processes, mark assists, a dedicated mark
-// worker) is what the status tail is made of. The service instead lets
+// worker) made a burst of slow API requests. The service instead lets
 // the heap grow to a floor (--gc-floor) before collecting while live data
 // is small, and keeps Go's pace once Go's own goal is above the floor:
 //
 //	heap goal = max(floor, Go's default goal)
 //
-// It does so by setting GOGC after each collection; no memory limit is
-// involved, so a growing live heap cannot make the collector run without
+// It does so by setting GOGC after each collection; it sets no memory
+// limit, so a growing live heap cannot make the collector run without
 // end.
 
 // gcPercentFor returns the GOGC that makes the next heap goal floor, or
