@@ -145,13 +145,41 @@ type stream struct {
 // is written as it is.
 const maxUnsent = 32 << 10
 
-// unsentBufs holds the buffers streams gather frames in. A stream takes
-// one for its first frame and gives it back once written, so a thousand
-// idle streams hold none, and busy ones do not allocate a buffer per
-// write.
-var unsentBufs = sync.Pool{New: func() any { return &unsentBuf{b: make([]byte, 0, 4<<10)} }}
+// Streams gather frames in pooled buffers of a few sizes. A stream takes
+// one for its first frame, moves to a larger one when the frames
+// outgrow it, and gives it back once written: a thousand idle streams
+// hold none, and busy ones allocate no buffer per write, nor while
+// growing one. A buffer larger than the largest size (a large frame
+// added to gathered ones) is not pooled.
+var unsentSizes = [...]int{4 << 10, 16 << 10, 64 << 10}
+
+var unsentPools [len(unsentSizes)]sync.Pool
 
 type unsentBuf struct{ b []byte }
+
+// getUnsent returns an empty buffer that holds at least n bytes.
+func getUnsent(n int) *unsentBuf {
+	for i, size := range unsentSizes {
+		if n <= size {
+			if b, ok := unsentPools[i].Get().(*unsentBuf); ok {
+				return b
+			}
+			return &unsentBuf{b: make([]byte, 0, size)}
+		}
+	}
+	return &unsentBuf{b: make([]byte, 0, n)}
+}
+
+// putUnsent gives b back to the pool of its size, if it has one.
+func putUnsent(b *unsentBuf) {
+	for i, size := range unsentSizes {
+		if cap(b.b) == size {
+			b.b = b.b[:0]
+			unsentPools[i].Put(b)
+			return
+		}
+	}
+}
 
 var errStreamEnded = errors.New("stream ended")
 
@@ -200,7 +228,13 @@ func (st *stream) put(b []byte) error {
 		if len(b) >= maxUnsent {
 			return st.send(b)
 		}
-		st.buf = unsentBufs.Get().(*unsentBuf)
+		st.buf = getUnsent(len(b))
+	}
+	if n := len(st.buf.b) + len(b); n > cap(st.buf.b) {
+		grown := getUnsent(n)
+		grown.b = append(grown.b, st.buf.b...)
+		putUnsent(st.buf)
+		st.buf = grown
 	}
 	st.buf.b = append(st.buf.b, b...)
 	if len(st.buf.b) >= maxUnsent {
@@ -230,10 +264,7 @@ func (st *stream) send(b []byte) error {
 		}
 	}
 	if st.buf != nil {
-		if cap(st.buf.b) <= 4*maxUnsent { // one that grew past that is left to the collector
-			st.buf.b = st.buf.b[:0]
-			unsentBufs.Put(st.buf)
-		}
+		putUnsent(st.buf)
 		st.buf = nil
 	}
 	return st.failed

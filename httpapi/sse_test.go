@@ -972,3 +972,30 @@ func (w writeCounter) Write(b []byte) (int, error) {
 }
 
 func (w writeCounter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Stream buffers come in a few pooled sizes: the smallest that holds what
+// is asked, a larger one as it grows, and one beyond the largest size is
+// made to measure and not pooled.
+func TestUnsentBuffers_Sizes(t *testing.T) {
+	tests := []struct {
+		need, cap int
+		pooled    bool
+	}{
+		{1, 4 << 10, true},
+		{4 << 10, 4 << 10, true},
+		{4<<10 + 1, 16 << 10, true},
+		{40 << 10, 64 << 10, true},
+		{64<<10 + 1, 64<<10 + 1, false},
+	}
+	for _, tt := range tests {
+		b := getUnsent(tt.need)
+		if len(b.b) != 0 || cap(b.b) != tt.cap {
+			t.Fatalf("getUnsent(%d): len %d cap %d, want 0 and %d", tt.need, len(b.b), cap(b.b), tt.cap)
+		}
+		b.b = append(b.b, "data"...)
+		putUnsent(b)
+		if got := len(b.b) == 0; got != tt.pooled {
+			t.Fatalf("a buffer of %d bytes given back: emptied for its pool %v, want %v", tt.cap, got, tt.pooled)
+		}
+	}
+}
