@@ -326,8 +326,11 @@ func (st *stream) live(ctx context.Context, sub *subscriber) (overflowed bool) {
 	for {
 		select {
 		case m := <-sub.ch:
-			err := st.write(m)
-			if err == nil && st.s.linger > 0 {
+			// Wait for more before writing (one write carries what
+			// arrived meanwhile), except for the job's end. Frames are
+			// gathered only after the wait, so a waiting stream holds
+			// no buffer: a thousand of them would hold a thousand.
+			if st.s.linger > 0 && !(st.job != 0 && m.has(events.TypeJobCompleted)) {
 				linger := time.NewTimer(st.s.linger)
 				select {
 				case <-linger.C:
@@ -336,6 +339,7 @@ func (st *stream) live(ctx context.Context, sub *subscriber) (overflowed bool) {
 				}
 				linger.Stop()
 			}
+			err := st.write(m)
 			for err == nil && len(sub.ch) > 0 {
 				err = st.write(<-sub.ch)
 			}

@@ -345,6 +345,16 @@ type message struct {
 	frames [][]byte
 }
 
+// has reports whether one of m's events is of type t.
+func (m *message) has(t events.Type) bool {
+	for _, ev := range m.rec.Events {
+		if ev.EventType() == t {
+			return true
+		}
+	}
+	return false
+}
+
 func newMessage(rec events.Record, err error) *message {
 	m := &message{rec: rec, err: err, size: 64}
 	if rec.Subject == events.SubjectSubmitted {
