@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -107,6 +108,7 @@ type StartFunc func(context.Context) (Service, error)
 // lines to progress. cfg must be valid. An error means the run could not
 // be made; a run whose jobs ended wrongly returns a result with Pass false.
 func Run(ctx context.Context, cfg *Config, start StartFunc, progress io.Writer) (*Result, error) {
+	progress = &syncWriter{w: progress} // a stream reader process writes to it too
 	res := newResult(cfg)
 	var hostURLs []string
 	var hostStatsNow func(context.Context) (hostStats, error)
@@ -170,4 +172,16 @@ func Run(ctx context.Context, cfg *Config, start StartFunc, progress io.Writer) 
 	}
 	res.setImageHost(hostAfter.Requests-hostBefore.Requests, hostAfter.BytesServed-hostBefore.BytesServed)
 	return res, nil
+}
+
+// syncWriter serializes writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
