@@ -999,3 +999,25 @@ func TestUnsentBuffers_Sizes(t *testing.T) {
 		}
 	}
 }
+
+// A stream waits up to its linger for more before writing, except for its
+// job's end: job_completed is written, and the stream ended, at once.
+func TestStreams_JobEndIsNotHeldByTheLinger(t *testing.T) {
+	env := newSSEEnv(t, StreamsConfig{Linger: time.Minute}, Config{}, nil)
+	id := env.submit(3)
+	env.write(id, events.KindStarted, &events.JobStarted{Attempt: 1, Owner: "test"})
+	c, resp := env.open(nil, fmt.Sprintf("/api/jobs/%d/events", id))
+	if c == nil {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	c.collect(t, 2) // submitted, started: the history, not held
+	start := time.Now()
+	env.complete(id)
+	got := c.rest(t)
+	if len(got) != 1 || got[0].Event != string(events.TypeJobCompleted) {
+		t.Fatalf("after the history: %+v, want job_completed alone", got)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("the job's end took %v: it waited for the linger", d)
+	}
+}
