@@ -789,6 +789,13 @@ func TestStreams_HistoryReadsWaitForAFreeRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer slowResp.Body.Close()
+	// Its headers come before its read takes the slot: wait for the read.
+	jstest.CheckFor(t, 10*time.Second, func() error {
+		if n := len(env.streams.historyReads); n != 1 {
+			return fmt.Errorf("%d history reads running, want the slow client's", n)
+		}
+		return nil
+	})
 	waiting, _ := env.open(nil, "/api/events?since=1")
 	select {
 	case ev := <-waiting.events:
