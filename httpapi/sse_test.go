@@ -1012,12 +1012,22 @@ func TestUnsentBuffers_Sizes(t *testing.T) {
 func TestStreams_JobEndIsNotHeldByTheLinger(t *testing.T) {
 	env := newSSEEnv(t, StreamsConfig{Linger: time.Minute}, Config{}, nil)
 	id := env.submit(3)
-	env.write(id, events.KindStarted, &events.JobStarted{Attempt: 1, Owner: "test"})
+	started := env.write(id, events.KindStarted, &events.JobStarted{Attempt: 1, Owner: "test"})
+	// The shared tail has both messages: the stream gets them as history,
+	// which is written at once, not as live messages, which would wait.
+	jstest.CheckFor(t, 10*time.Second, func() error {
+		env.streams.mu.Lock()
+		defer env.streams.mu.Unlock()
+		if env.streams.pos < started {
+			return fmt.Errorf("the tail is at %d, not yet at %d", env.streams.pos, started)
+		}
+		return nil
+	})
 	c, resp := env.open(nil, fmt.Sprintf("/api/jobs/%d/events", id))
 	if c == nil {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	c.collect(t, 2) // submitted, started: the history, not held
+	c.collect(t, 2) // submitted, started
 	start := time.Now()
 	env.complete(id)
 	got := c.rest(t)
