@@ -2,7 +2,9 @@ package jsstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -86,7 +88,9 @@ type Message struct {
 // Scan delivers the messages with sequences in [from, to] in order (to = 0:
 // up to the last message stored when Scan starts, as the stream leader
 // knows it; a larger to is cut to that). fn returning an error stops the
-// scan with that error.
+// scan with that error. A read that stalls (see Config.ReadStallTimeout)
+// is resumed after the last message delivered: fn still sees each message
+// once, in order.
 func (s *EventLog) Scan(ctx context.Context, from, to uint64, fn func(Message) error) error {
 	// Read up to the stream's last sequence as its leader knows it; the
 	// consumer may be served by a replica that has not reached it yet, so
@@ -98,26 +102,81 @@ func (s *EventLog) Scan(ctx context.Context, from, to uint64, fn func(Message) e
 	if to == 0 || to > info.LastSeq {
 		to = info.LastSeq
 	}
-	from = max(from, 1)
-	if to < from {
+	next := max(from, 1)
+	for next <= to {
+		var fnErr error
+		err := s.watched(ctx, func(ctx context.Context, turn func()) error {
+			return s.consume(ctx, next, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+				seq := md.Sequence.Stream
+				if seq > to {
+					return true, nil
+				}
+				b, derr := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding))
+				msg := Message{Seq: seq, Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader), Time: md.Timestamp, Batch: b, Err: derr}
+				turn()
+				fnErr = fn(msg)
+				turn()
+				next = seq + 1
+				return fnErr != nil || seq >= to, fnErr
+			})
+		})
+		switch {
+		case fnErr != nil:
+			return fmt.Errorf("scan: %w", fnErr)
+		case errors.Is(err, errReadStalled):
+			s.scanResumes.Add(1)
+			continue
+		case err != nil:
+			return fmt.Errorf("scan: %w", err)
+		}
 		return nil
 	}
-	err = s.consume(ctx, from, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
-		seq := md.Sequence.Stream
-		if seq > to {
-			return true, nil
-		}
-		b, derr := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding))
-		msg := Message{Seq: seq, Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader), Time: md.Timestamp, Batch: b, Err: derr}
-		if err := fn(msg); err != nil {
-			return true, err
-		}
-		return seq >= to, nil
-	})
-	if err != nil {
-		return fmt.Errorf("scan: %w", err)
-	}
 	return nil
+}
+
+// errReadStalled: a read's consumer delivered nothing for ReadStallTimeout.
+var errReadStalled = errors.New("read stalled")
+
+// watched runs read with a context that ends, with cause errReadStalled,
+// once read has waited ReadStallTimeout for the log. read calls turn as
+// it hands a message to its caller and again once the caller returns:
+// the time in between is the caller's, however long, never a stall. It
+// returns read's error, or errReadStalled when the stall ended it.
+func (s *EventLog) watched(ctx context.Context, read func(ctx context.Context, turn func()) error) error {
+	stall := s.cfg.ReadStallTimeout
+	if stall <= 0 {
+		return read(ctx, func() {})
+	}
+	rctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	var turns atomic.Int64 // odd while the caller has a message
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(stall / 4)
+		defer t.Stop()
+		last, since := turns.Load(), time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case <-rctx.Done():
+				return
+			case <-t.C:
+			}
+			if n := turns.Load(); n != last || n%2 == 1 {
+				last, since = n, time.Now()
+			} else if time.Since(since) >= stall {
+				stop(errReadStalled)
+				return
+			}
+		}
+	}()
+	err := read(rctx, func() { turns.Add(1) })
+	if ctx.Err() == nil && errors.Is(context.Cause(rctx), errReadStalled) {
+		return errReadStalled
+	}
+	return err
 }
 
 // consume reads the whole stream from sequence from through an ordered consumer and hands each message to fn until fn

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -32,6 +33,13 @@ type Config struct {
 	// UpdateExisting makes a Shared Open apply cfg to an existing stream and
 	// consumer instead of refusing a difference.
 	UpdateExisting bool
+	// ReadStallTimeout: a Scan whose consumer delivers nothing for this
+	// long while messages it must read remain is resumed after the last
+	// message it delivered, on a new consumer (one whose server failed, or
+	// that the server holds paused, which the client library does not
+	// always notice). This instance's own setting, not compared with
+	// others'. Default 5s; negative: never.
+	ReadStallTimeout time.Duration
 }
 
 func (c *Config) defaults() {
@@ -53,6 +61,9 @@ func (c *Config) defaults() {
 	if c.CompressAbove == 0 {
 		c.CompressAbove = 64 << 10
 	}
+	if c.ReadStallTimeout == 0 {
+		c.ReadStallTimeout = 5 * time.Second
+	}
 }
 
 // WorkConsumer is the durable pull consumer every instance shares.
@@ -67,6 +78,8 @@ type EventLog struct {
 	stream jetstream.Stream
 	work   jetstream.Consumer
 	ccfg   jetstream.ConsumerConfig // the work consumer's configuration
+
+	scanResumes atomic.Int64 // Scans resumed after a stall
 }
 
 // streamConfig is the stream every instance must agree on.
