@@ -323,6 +323,9 @@ func (st *stream) open() error {
 func (st *stream) live(ctx context.Context, sub *subscriber) (overflowed bool) {
 	keep := time.NewTicker(st.s.keepAlive)
 	defer keep.Stop()
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	defer linger.Stop()
 	for {
 		select {
 		case m := <-sub.ch:
@@ -331,7 +334,7 @@ func (st *stream) live(ctx context.Context, sub *subscriber) (overflowed bool) {
 			// gathered only after the wait, so a waiting stream holds
 			// no buffer: a thousand of them would hold a thousand.
 			if st.s.linger > 0 && !(st.job != 0 && m.has(events.TypeJobCompleted)) {
-				linger := time.NewTimer(st.s.linger)
+				linger.Reset(st.s.linger)
 				select {
 				case <-linger.C:
 				case <-sub.dropped:
