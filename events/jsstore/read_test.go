@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/retailpulse/retailpulse/events"
 	"github.com/retailpulse/retailpulse/events/jsstore"
 	"github.com/retailpulse/retailpulse/events/jsstore/jstest"
 )
@@ -17,8 +16,7 @@ func submitN(t *testing.T, s *jsstore.EventLog, n int) uint64 {
 	t.Helper()
 	var last uint64
 	for i := range n {
-		id, _, err := s.Submit(context.Background(), &events.JobSubmitted{Count: 1,
-			Visits: []events.Visit{{StoreID: "S1", ImageURLs: []string{fmt.Sprintf("http://img.example/%d.jpg", i)}, VisitTime: "t"}}, SubmittedAt: time.Now().UTC()}, "")
+		id, _, err := s.Submit(context.Background(), sampleJob(fmt.Sprintf("http://img.example/%d.jpg", i)), "")
 		if err != nil {
 			t.Fatal(err)
 		}
