@@ -103,7 +103,9 @@ func RandomPause(lo, hi time.Duration) func(context.Context) error {
 		if hi > lo {
 			d += rand.N(hi - lo + 1)
 		}
-		t := time.NewTimer(d)
+		t := pauseTimers.Get().(*time.Timer)
+		defer pauseTimers.Put(t)
+		t.Reset(d)
 		defer t.Stop()
 		select {
 		case <-t.C:
@@ -113,6 +115,15 @@ func RandomPause(lo, hi time.Duration) func(context.Context) error {
 		}
 	}
 }
+
+// pauseTimers are stopped timers for pauses: a pause allocates nothing.
+// A stopped timer's channel holds no stale tick (Go 1.23 timers), so a
+// timer is reused as it is.
+var pauseTimers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
 
 // Engine pulls jobs from the queue as job slots free up and runs a job
 // actor for each. It is the only place jobs enter this instance.

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nuid"
@@ -18,11 +19,30 @@ import (
 // jobMsg is the job actor's mailbox message; the set is closed.
 type jobMsg interface{ jobMsg() }
 
-// imageDone reports one image's terminal outcome.
+// imageDone reports one image's terminal outcome. Image goroutines take
+// it from imageDones and the job actor gives it back once it has made the
+// outcome's event: an image allocates nothing to report (see
+// storeActor.process).
 type imageDone struct {
-	ev     events.Event // *events.ImageProcessed or *events.ImageFailed
-	reason string       // failure class, "" on success
-	took   time.Duration
+	ref     events.ImageRef
+	storeID string
+	url     string
+	width   int
+	height  int
+	reason  string // failure class, "" on success
+	at      time.Time
+	took    time.Duration
+}
+
+var imageDones = sync.Pool{New: func() any { return new(imageDone) }}
+
+// event returns the outcome's event: *events.ImageProcessed, or
+// *events.ImageFailed when reason is set.
+func (m *imageDone) event() events.Event {
+	if m.reason != "" {
+		return &events.ImageFailed{ImageRef: m.ref, StoreID: m.storeID, URL: m.url, Reason: m.reason, At: m.at}
+	}
+	return &events.ImageProcessed{ImageRef: m.ref, StoreID: m.storeID, Width: m.width, Height: m.height, Perimeter: 2 * (m.width + m.height), At: m.at}
 }
 
 // storeDone reports that a store actor returned.
@@ -31,8 +51,8 @@ type storeDone struct {
 	err     error
 }
 
-func (imageDone) jobMsg() {}
-func (storeDone) jobMsg() {}
+func (*imageDone) jobMsg() {}
+func (storeDone) jobMsg()  {}
 
 type task struct {
 	ref events.ImageRef
@@ -301,13 +321,16 @@ func (e *Engine) linger() time.Duration {
 func (a *jobActor) receive(m jobMsg, pending []events.Event, running *int, log *slog.Logger) []events.Event {
 	obs := a.e.cfg.Observer
 	switch m := m.(type) {
-	case imageDone:
+	case *imageDone:
 		if m.reason == "" {
 			obs.ImageProcessed(m.took)
 		} else {
 			obs.ImageFailed(m.reason, m.took)
 		}
-		return append(pending, m.ev)
+		pending = append(pending, m.event())
+		*m = imageDone{}
+		imageDones.Put(m)
+		return pending
 	case storeDone:
 		*running--
 		if m.err != nil {

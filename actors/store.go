@@ -3,10 +3,9 @@ package actors
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"time"
-
-	"github.com/retailpulse/retailpulse/events"
 )
 
 // storeActor processes one store's images of one job: download (bounded by
@@ -50,6 +49,7 @@ func (s *storeActor) Run(ctx context.Context) error {
 			return true
 		}
 	}
+	name := "store " + s.storeID // for a panic's error: made once, not per image
 	for _, t := range s.tasks {
 		if !acquire(storeSlots) {
 			break
@@ -62,7 +62,7 @@ func (s *storeActor) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer func() { s.e.imageSlots.release(); <-storeSlots }()
-			if err := guard("store "+s.storeID, func() error { s.process(ctx, t); return nil }); err != nil {
+			if err := guard(name, func() error { s.process(ctx, t); return nil }); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -83,20 +83,22 @@ func (s *storeActor) process(ctx context.Context, t task) {
 	if ctx.Err() != nil {
 		return
 	}
-	var msg imageDone
+	// Past the download an image allocates nothing (the message comes
+	// from a pool, the job actor makes the event): see imageDone.
+	var reason string
 	if err != nil {
-		reason := cfg.Reason(err)
-		cfg.Logger.Debug("image failed", "job_id", s.jobID, "store_id", s.storeID, "image", t.url, "reason", reason)
-		msg = imageDone{reason: reason, ev: &events.ImageFailed{ImageRef: t.ref, StoreID: s.storeID, URL: t.url, Reason: reason, At: time.Now().UTC()}}
-	} else {
-		if cfg.Pause != nil && cfg.Pause(ctx) != nil {
-			return
+		reason = cfg.Reason(err)
+		if cfg.Logger.Enabled(ctx, slog.LevelDebug) {
+			cfg.Logger.Debug("image failed", "job_id", s.jobID, "store_id", s.storeID, "image", t.url, "reason", reason)
 		}
-		msg = imageDone{ev: &events.ImageProcessed{ImageRef: t.ref, StoreID: s.storeID, Width: w, Height: h, Perimeter: 2 * (w + h), At: time.Now().UTC()}}
+	} else if cfg.Pause != nil && cfg.Pause(ctx) != nil {
+		return
 	}
-	msg.took = time.Since(start)
+	msg := imageDones.Get().(*imageDone)
+	*msg = imageDone{ref: t.ref, storeID: s.storeID, url: t.url, width: w, height: h, reason: reason, at: time.Now().UTC(), took: time.Since(start)}
 	select { // a job actor that has stopped reading has cancelled ctx
 	case s.out <- msg:
 	case <-ctx.Done():
+		imageDones.Put(msg)
 	}
 }
