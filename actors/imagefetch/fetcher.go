@@ -218,15 +218,33 @@ func (f *Fetcher) Close() { f.transport.CloseIdleConnections() }
 // The call runs on one of the Fetcher's worker goroutines (see workers);
 // the caller waits for it.
 func (f *Fetcher) Dimensions(ctx context.Context, rawURL string) (width, height int, err error) {
-	type dims struct {
-		w, h int
-		err  error
-	}
-	d := call(f.workers, func() dims {
-		w, h, err := f.dimensions(ctx, rawURL)
-		return dims{w, h, err}
-	})
-	return d.w, d.h, d.err
+	c := dimsCalls.Get().(*dimsCall)
+	c.f, c.ctx, c.url = f, ctx, rawURL
+	f.workers.do(c)
+	c.wait() // a panic leaves c out of the pool
+	width, height, err = c.w, c.h, c.err
+	c.f, c.ctx, c.url, c.err = nil, nil, "", nil
+	dimsCalls.Put(c)
+	return width, height, err
+}
+
+// dimsCall is one Dimensions call as a worker runs it. Calls come from a
+// pool: the caller's goroutine (an image's) allocates nothing to hand its
+// download to a worker.
+type dimsCall struct {
+	callState
+	f    *Fetcher
+	ctx  context.Context
+	url  string
+	w, h int
+	err  error
+}
+
+var dimsCalls = sync.Pool{New: func() any { return &dimsCall{callState: newCallState()} }}
+
+func (c *dimsCall) run() {
+	defer func() { c.finish(recover()) }()
+	c.w, c.h, c.err = c.f.dimensions(c.ctx, c.url)
 }
 
 func (f *Fetcher) dimensions(ctx context.Context, rawURL string) (width, height int, err error) {

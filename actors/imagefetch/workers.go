@@ -16,7 +16,7 @@ import (
 // many as calls at once; a worker idle for idle exits. Safe for concurrent
 // use.
 type workers struct {
-	calls   chan func() // unbuffered: a send succeeds only to a waiting worker
+	calls   chan task // unbuffered: a send succeeds only to a waiting worker
 	idle    time.Duration
 	live    atomic.Int64 // workers running
 	waiting atomic.Int64 // workers waiting for a call
@@ -26,60 +26,67 @@ type workers struct {
 const workerIdle = 5 * time.Second
 
 func newWorkers(idle time.Duration) *workers {
-	return &workers{calls: make(chan func()), idle: idle}
+	return &workers{calls: make(chan task), idle: idle}
 }
 
-// do runs fn on a worker and returns at once.
-func (w *workers) do(fn func()) {
-	select {
-	case w.calls <- fn:
-	default:
-		go w.loop(fn)
+// A task is a call a worker runs. It embeds a callState: its run ends
+// with defer func() { c.finish(recover()) }(), and its caller waits with
+// wait. A task of a pool (dimsCall) makes a call allocate nothing.
+type task interface{ run() }
+
+// callState is a task's end: the panic its run recovered, and the signal
+// that it has returned.
+type callState struct {
+	panicked any
+	done     chan struct{} // buffered (1): the worker never waits for the caller
+}
+
+func newCallState() callState { return callState{done: make(chan struct{}, 1)} }
+
+// finish ends a task's run; p is recover()'s value in the run's deferred
+// call. A panic keeps the worker's stack in its value.
+func (c *callState) finish(p any) {
+	if p != nil {
+		c.panicked = fmt.Sprintf("%v\n[worker stack]\n%s", p, debug.Stack())
+	}
+	c.done <- struct{}{}
+}
+
+// wait waits for the task's run to return. A panic in it is raised again
+// on the caller's goroutine, so the caller's recovery sees it as its own.
+func (c *callState) wait() {
+	<-c.done
+	if p := c.panicked; p != nil {
+		c.panicked = nil
+		panic(p)
 	}
 }
 
-func (w *workers) loop(fn func()) {
+// do runs t on a worker and returns at once.
+func (w *workers) do(t task) {
+	select {
+	case w.calls <- t:
+	default:
+		go w.loop(t)
+	}
+}
+
+func (w *workers) loop(t task) {
 	w.live.Add(1)
 	defer w.live.Add(-1)
-	fn()
-	t := time.NewTimer(w.idle)
-	defer t.Stop()
+	t.run()
+	timer := time.NewTimer(w.idle)
+	defer timer.Stop()
 	for {
 		w.waiting.Add(1)
 		select {
-		case fn := <-w.calls:
+		case t := <-w.calls:
 			w.waiting.Add(-1)
-			fn()
-			t.Reset(w.idle)
-		case <-t.C:
+			t.run()
+			timer.Reset(w.idle)
+		case <-timer.C:
 			w.waiting.Add(-1)
 			return
 		}
 	}
-}
-
-// call runs fn on a worker and waits for it. A panic in fn is raised
-// again on the caller's goroutine, with the worker's stack in its value,
-// so the caller's recovery sees it as its own.
-func call[T any](w *workers, fn func() T) T {
-	type outcome struct {
-		v        T
-		panicked any
-	}
-	done := make(chan outcome, 1)
-	w.do(func() {
-		var o outcome
-		defer func() {
-			if p := recover(); p != nil {
-				o = outcome{panicked: fmt.Sprintf("%v\n[worker stack]\n%s", p, debug.Stack())}
-			}
-			done <- o
-		}()
-		o.v = fn()
-	})
-	o := <-done
-	if o.panicked != nil {
-		panic(o.panicked)
-	}
-	return o.v
 }

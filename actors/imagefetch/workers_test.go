@@ -19,6 +19,26 @@ func goid() int {
 	return id
 }
 
+// funcCall runs a function on a worker.
+type funcCall[T any] struct {
+	callState
+	fn func() T
+	v  T
+}
+
+func (c *funcCall[T]) run() {
+	defer func() { c.finish(recover()) }()
+	c.v = c.fn()
+}
+
+// call runs fn on a worker and returns its result (or raises its panic).
+func call[T any](w *workers, fn func() T) T {
+	c := &funcCall[T]{callState: newCallState(), fn: fn}
+	w.do(c)
+	c.wait()
+	return c.v
+}
+
 // waitFor polls cond until it holds, failing t after 10 seconds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -93,5 +113,27 @@ func TestWorkers_PanicIsRaisedOnTheCaller(t *testing.T) {
 	// The worker survived its panic's recovery and takes calls again.
 	if v := call(w, func() int { return 7 }); v != 7 {
 		t.Fatalf("call after a panic = %d", v)
+	}
+}
+
+// nopCall does nothing on a worker.
+type nopCall struct{ callState }
+
+func (c *nopCall) run() { defer func() { c.finish(recover()) }() }
+
+// Handing a call to a waiting worker allocates nothing when the call is
+// reused (as Dimensions reuses its calls from a pool): an image's
+// goroutine that only waits for its download never has to help the
+// collector mark.
+func TestWorkers_ReusedCallAllocatesNothing(t *testing.T) {
+	w := newWorkers(time.Minute)
+	c := &nopCall{callState: newCallState()}
+	allocs := testing.AllocsPerRun(100, func() {
+		waitFor(t, "a worker to wait for a call", func() bool { return w.waiting.Load() >= 1 || w.live.Load() == 0 })
+		w.do(c)
+		c.wait()
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per call, want 0", allocs)
 	}
 }
