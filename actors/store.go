@@ -29,10 +29,7 @@ type storeActor struct {
 // exist only for images in flight. A panic while processing an image is
 // returned as an error (that image stays unsettled).
 func (s *storeActor) Run(ctx context.Context) error {
-	storeSlots := make(chan struct{}, s.e.cfg.StoreConcurrency)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []error
+	r := &storeRun{s: s, ctx: ctx, name: "store " + s.storeID, storeSlots: make(chan struct{}, s.e.cfg.StoreConcurrency)}
 	acquire := func(slots chan struct{}) bool {
 		select {
 		case slots <- struct{}{}:
@@ -49,28 +46,67 @@ func (s *storeActor) Run(ctx context.Context) error {
 			return true
 		}
 	}
-	name := "store " + s.storeID // for a panic's error: made once, not per image
 	for _, t := range s.tasks {
-		if !acquire(storeSlots) {
+		if !acquire(r.storeSlots) {
 			break
 		}
 		if !s.e.imageSlots.acquire(ctx, s.stopping) {
-			<-storeSlots
+			<-r.storeSlots
 			break
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { s.e.imageSlots.release(); <-storeSlots }()
-			if err := guard(name, func() error { s.process(ctx, t); return nil }); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		}()
+		r.wg.Add(1)
+		ir := imageRuns.Get().(*imageRun)
+		ir.r, ir.t = r, t
+		go ir.start()
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	r.wg.Wait()
+	return errors.Join(r.errs...)
+}
+
+// storeRun is what one Run of a store actor shares with its images'
+// goroutines.
+type storeRun struct {
+	s          *storeActor
+	ctx        context.Context
+	name       string        // for a panic's error: made once, not per image
+	storeSlots chan struct{} // StoreConcurrency
+	wg         sync.WaitGroup
+	mu         sync.Mutex
+	errs       []error
+}
+
+// imageRun starts one image's goroutine. It comes from imageRuns with its
+// start function bound once: starting an image allocates nothing, where a
+// closure or a go statement with arguments would allocate one per image.
+type imageRun struct {
+	r     *storeRun
+	t     task
+	start func() // run, bound when the imageRun was made
+}
+
+var imageRuns sync.Pool
+
+func init() { // New refers to run, which gives imageRuns back: no cycle in a var
+	imageRuns.New = func() any {
+		ir := new(imageRun)
+		ir.start = ir.run
+		return ir
+	}
+}
+
+// run processes the image on its own goroutine, holding the slots Run
+// acquired for it, and releases them.
+func (ir *imageRun) run() {
+	r, t := ir.r, ir.t
+	ir.r, ir.t = nil, task{}
+	imageRuns.Put(ir)
+	defer r.wg.Done()
+	defer func() { r.s.e.imageSlots.release(); <-r.storeSlots }()
+	if err := guard(r.name, func() error { r.s.process(r.ctx, t); return nil }); err != nil {
+		r.mu.Lock()
+		r.errs = append(r.errs, err)
+		r.mu.Unlock()
+	}
 }
 
 func (s *storeActor) process(ctx context.Context, t task) {
