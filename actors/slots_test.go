@@ -296,3 +296,40 @@ func TestEngine_GovernorFollowsSchedulerLatency(t *testing.T) {
 	<-done
 	wg.Wait()
 }
+
+// Waiting for a slot allocates nothing: a waiter's channel is kept for
+// the next one (store actors wait for slots whenever the engine is full).
+func TestGate_WaitingAllocatesNothing(t *testing.T) {
+	g := newGate(1)
+	if !g.acquire(context.Background(), nil) {
+		t.Fatal("first acquire failed")
+	}
+	release := make(chan struct{})
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case <-release:
+			case <-done:
+				return
+			}
+			for { // release only once the test's acquire waits in the queue
+				if _, _, waiting := g.state(); waiting == 1 {
+					break
+				}
+				runtime.Gosched()
+			}
+			g.release()
+		}
+	}()
+	allocs := testing.AllocsPerRun(100, func() {
+		release <- struct{}{}
+		if !g.acquire(context.Background(), nil) {
+			t.Fatal("acquire failed")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per wait for a slot, want 0", allocs)
+	}
+}
