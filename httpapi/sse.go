@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -145,15 +144,23 @@ type stream struct {
 // is written as it is.
 const maxUnsent = 32 << 10
 
-// Streams gather frames in pooled buffers of a few sizes. A stream takes
-// one for its first frame, moves to a larger one when the frames
-// outgrow it, and gives it back once written: a thousand idle streams
-// hold none, and busy ones allocate no buffer per write, nor while
-// growing one. A buffer larger than the largest size (a large frame
-// added to gathered ones) is not pooled.
+// Streams gather frames in buffers of a few sizes, kept on free lists. A
+// stream takes one for its first frame, moves to a larger one when the
+// frames outgrow it, and gives it back once written: a thousand idle
+// streams hold none, and busy ones allocate no buffer per write, nor while
+// growing one. The free lists are bounded (what they cannot take is left
+// to the collector) and, unlike a sync.Pool, not emptied by each garbage
+// collection: a stream that wrote just after one would allocate, and a
+// goroutine that allocates while the collector marks must help it mark. A
+// buffer larger than the largest size (a large frame added to gathered
+// ones) is not kept.
 var unsentSizes = [...]int{4 << 10, 16 << 10, 64 << 10}
 
-var unsentPools [len(unsentSizes)]sync.Pool
+var unsentFree = [len(unsentSizes)]chan *unsentBuf{
+	make(chan *unsentBuf, 256), // 1 MiB
+	make(chan *unsentBuf, 64),  // 1 MiB
+	make(chan *unsentBuf, 16),  // 1 MiB
+}
 
 type unsentBuf struct{ b []byte }
 
@@ -161,21 +168,27 @@ type unsentBuf struct{ b []byte }
 func getUnsent(n int) *unsentBuf {
 	for i, size := range unsentSizes {
 		if n <= size {
-			if b, ok := unsentPools[i].Get().(*unsentBuf); ok {
+			select {
+			case b := <-unsentFree[i]:
 				return b
+			default:
+				return &unsentBuf{b: make([]byte, 0, size)}
 			}
-			return &unsentBuf{b: make([]byte, 0, size)}
 		}
 	}
 	return &unsentBuf{b: make([]byte, 0, n)}
 }
 
-// putUnsent gives b back to the pool of its size, if it has one.
+// putUnsent gives b back to the free list of its size, if it has one with
+// room.
 func putUnsent(b *unsentBuf) {
 	for i, size := range unsentSizes {
 		if cap(b.b) == size {
 			b.b = b.b[:0]
-			unsentPools[i].Put(b)
+			select {
+			case unsentFree[i] <- b:
+			default:
+			}
 			return
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1054,7 +1055,10 @@ func (w discardWriter) FlushError() error                { w.written <- struct{}
 // A live stream allocates nothing per message it writes: a thousand
 // streams writing on every append make no garbage, and so never help the
 // collector mark while the API waits.
-func TestStream_LiveWritesAllocateNothing(t *testing.T) {
+func TestStream_LiveWriteAllocatesNothing(t *testing.T) {
+	if raceDetector {
+		t.Skip("allocations are counted without the race detector (.ci/run runs them so)")
+	}
 	w := discardWriter{h: http.Header{}, written: make(chan struct{})}
 	st := &stream{s: &Streams{writeTimeout: time.Second, keepAlive: time.Hour, linger: time.Microsecond, obs: nopObserver{}, logger: slog.New(slog.DiscardHandler)},
 		w: w, rc: http.NewResponseController(w), door: DoorJob, job: 7, pos: before(7)}
@@ -1082,5 +1086,49 @@ func TestStream_LiveWritesAllocateNothing(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%.1f allocations per message written, want 0", allocs)
+	}
+}
+
+// The tail encodes a message's frames as it hands the message to
+// subscribers, so no client's goroutine encodes (allocates); a message no
+// client wants is left to be encoded if a history ever needs it.
+func TestStreams_TailEncodesFramesForItsSubscribers(t *testing.T) {
+	s, err := NewStreams(StreamsConfig{Log: endCountingLog{n: new(atomic.Int64)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(s.started)
+	s.recentFrom = 1
+	sub, _, _, ok, err := s.join(context.Background(), 7, 1)
+	if err != nil || !ok {
+		t.Fatalf("join: %v %v", ok, err)
+	}
+	wanted := events.Record{Seq: 1, Subject: events.JobSubject(7, events.KindImages), Events: images(0, 2)}
+	unwanted := events.Record{Seq: 2, Subject: events.JobSubject(8, events.KindImages), Events: images(0, 2)}
+	for _, rec := range []events.Record{wanted, unwanted} {
+		if err := s.dispatch(rec, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := <-sub.ch; m.frames == nil {
+		t.Fatal("a subscriber got a message whose frames are not encoded")
+	}
+	if m := s.recent[1]; m.rec.Seq != 2 || m.frames != nil {
+		t.Fatalf("message %d, no subscriber: frames encoded %v, want not yet", m.rec.Seq, m.frames != nil)
+	}
+}
+
+// A buffer given back outlives garbage collections (a sync.Pool would
+// drop it by the second): a stream that writes just after one takes it
+// again instead of allocating.
+func TestUnsentBuffers_OutliveCollections(t *testing.T) {
+	allocs := testing.AllocsPerRun(20, func() {
+		putUnsent(getUnsent(1))
+		runtime.GC()
+		runtime.GC()
+		putUnsent(getUnsent(1))
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations to take a buffer after two collections, want 0", allocs)
 	}
 }

@@ -388,6 +388,12 @@ func (s *Streams) dispatch(rec events.Record, err error) error {
 	defer s.mu.Unlock()
 	s.pos = rec.Seq
 	s.remember(m)
+	if m.err == nil && (len(s.all) > 0 || len(s.byJob[m.job]) > 0) {
+		// Encoded here, once, rather than by the first client to write
+		// it: a client's goroutine then allocates nothing per message
+		// (and so never has to help the collector mark).
+		m.framesOf()
+	}
 	for c := range s.all {
 		s.offer(c, m)
 	}
