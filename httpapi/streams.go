@@ -385,15 +385,19 @@ func (s *Streams) dispatch(rec events.Record, err error) error {
 	}
 	m := newMessage(rec, err)
 	s.mu.Lock()
+	wanted := len(s.all) > 0 || len(s.byJob[m.job]) > 0
+	s.mu.Unlock()
+	if wanted && m.err == nil {
+		// Encoded here, once, rather than by the first client to write
+		// it: a client's goroutine then allocates nothing per message
+		// (and so never has to help the collector mark). Outside the
+		// lock: streams opening meanwhile do not wait for it.
+		m.framesOf()
+	}
+	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pos = rec.Seq
 	s.remember(m)
-	if m.err == nil && (len(s.all) > 0 || len(s.byJob[m.job]) > 0) {
-		// Encoded here, once, rather than by the first client to write
-		// it: a client's goroutine then allocates nothing per message
-		// (and so never has to help the collector mark).
-		m.framesOf()
-	}
 	for c := range s.all {
 		s.offer(c, m)
 	}
