@@ -86,7 +86,9 @@ type imageRun struct {
 
 var imageRuns sync.Pool
 
-func init() { // New refers to run, which gives imageRuns back: no cycle in a var
+// New is set in init: it refers to run, which refers to imageRuns, a cycle
+// a variable's initializer may not have.
+func init() {
 	imageRuns.New = func() any {
 		ir := new(imageRun)
 		ir.start = ir.run
