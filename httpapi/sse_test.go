@@ -981,13 +981,13 @@ func (w writeCounter) Write(b []byte) (int, error) {
 
 func (w writeCounter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// Stream buffers come in a few pooled sizes: the smallest that holds what
-// is asked, a larger one as it grows, and one beyond the largest size is
-// made to measure and not pooled.
+// Stream buffers come in a few sizes kept on free lists: the smallest
+// that holds what is asked, a larger one as it grows, and one beyond the
+// largest size is made to measure and not kept.
 func TestUnsentBuffers_Sizes(t *testing.T) {
 	tests := []struct {
 		need, cap int
-		pooled    bool
+		kept      bool
 	}{
 		{1, 4 << 10, true},
 		{4 << 10, 4 << 10, true},
@@ -1002,8 +1002,8 @@ func TestUnsentBuffers_Sizes(t *testing.T) {
 		}
 		b.b = append(b.b, "data"...)
 		putUnsent(b)
-		if got := len(b.b) == 0; got != tt.pooled {
-			t.Fatalf("a buffer of %d bytes given back: emptied for its pool %v, want %v", tt.cap, got, tt.pooled)
+		if got := len(b.b) == 0; got != tt.kept {
+			t.Fatalf("a buffer of %d bytes given back: emptied for its free list %v, want %v", tt.cap, got, tt.kept)
 		}
 	}
 }
