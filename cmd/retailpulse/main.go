@@ -10,14 +10,12 @@ import (
 	"syscall"
 )
 
-// minProcs is the fewest scheduler threads the process runs with. Threads
-// block in system calls (the embedded server fsyncs every append; socket
-// writes on a busy machine wait for a core), and a P held by one is lost to
-// the scheduler until it is handed off: on a 2-core machine 2 left status
-// p99 at ~25 ms under W1, 4 brought it near 10 ms, and 8 raised W1 and W2
-// by 10-30% images/s at the same status latency (docs/benchmarks.md). An
-// explicit GOMAXPROCS is always respected.
-const minProcs = 8
+// minProcs is the fewest scheduler threads the service runs with. With
+// the embedded server fsyncing every write, appends block threads in
+// syscalls; on a 2-core machine that starves HTTP handlers (status p50 of
+// ~4 ms and p99 of ~25 ms under W1 with 2, ~0.3 ms and ~7-10 ms with 4: see
+// docs/benchmarks.md). An explicit GOMAXPROCS is always respected.
+const minProcs = 4
 
 func main() {
 	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < minProcs {
