@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,12 @@ func TestBench_SmallRun(t *testing.T) {
 	}
 	if res.EventsAppended == nil || res.CPUSeconds == nil || res.PeakRSSBytes == nil {
 		t.Errorf("missing measurements: events %v cpu %v rss %v", res.EventsAppended, res.CPUSeconds, res.PeakRSSBytes)
+	}
+	if _, err := os.Stat("/proc/stat"); err == nil {
+		if res.MachineSeconds == nil || res.MachineBusySeconds == nil || res.MachineStealSeconds == nil || res.MachineCPUs < 1 ||
+			*res.MachineBusySeconds <= 0 || *res.MachineBusySeconds > float64(res.MachineCPUs)**res.MachineSeconds+0.5 {
+			t.Errorf("machine: cpus %d over %v s busy %v steal %v", res.MachineCPUs, res.MachineSeconds, res.MachineBusySeconds, res.MachineStealSeconds)
+		}
 	}
 	if res.ImagesProcessed == nil || res.ImagesFailed == nil || int(*res.ImagesProcessed+*res.ImagesFailed) != 30 {
 		t.Errorf("service counted processed %v failed %v, want 30 in all", res.ImagesProcessed, res.ImagesFailed)

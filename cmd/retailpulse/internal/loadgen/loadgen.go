@@ -146,6 +146,7 @@ func Run(ctx context.Context, cfg *Config, start StartFunc, progress io.Writer) 
 	client := newAPIClient(target)
 	defer client.close()
 	m := startMeter(ctx, cfg.URL == "", client)
+	machine := startMachineMeter()
 	before, _ := client.scrape(ctx)
 	lag := startLagSampler(ctx, client)
 	stopProfile, err := startProfile(cfg.CPUProfile)
@@ -158,6 +159,7 @@ func Run(ctx context.Context, cfg *Config, start StartFunc, progress io.Writer) 
 	r := &loadRun{cfg: cfg, client: client, res: res, progress: progress,
 		work: workload{images: hostURLs, stores: cfg.Stores, visits: cfg.Visits, perVisit: cfg.Images, failRate: cfg.FailRate, seed: cfg.Seed}}
 	r.run(ctx)
+	res.setMachine(machine.finish())
 
 	if err := stopProfile(); err != nil {
 		fmt.Fprintf(progress, "retailpulse bench: cpu profile: %v\n", err)

@@ -87,6 +87,17 @@ type Result struct {
 	SchedLatencyP99Ms *float64 `json:"sched_latency_p99_ms"`
 	GCCycles          *float64 `json:"gc_cycles"`
 
+	// The whole machine over the run (Linux, /proc/stat), every process
+	// on it together: CPU-seconds its CPUs were busy, and CPU-seconds a
+	// hypervisor gave to other machines while this one wanted them. Runs
+	// of a virtual machine are only comparable when their steal is alike.
+	// MachineSeconds is the interval they cover: the first submit to the
+	// last answer.
+	MachineCPUs         int      `json:"machine_cpus"`
+	MachineSeconds      *float64 `json:"machine_seconds"`
+	MachineBusySeconds  *float64 `json:"machine_busy_seconds"`
+	MachineStealSeconds *float64 `json:"machine_steal_seconds"`
+
 	Pass            bool     `json:"pass"`
 	Failures        []string `json:"failures"`
 	FailuresOmitted int      `json:"failures_omitted"`
@@ -135,6 +146,16 @@ func (r *Result) setStreams(s streamStats) {
 	if s.completed != int64(r.SSEStreams) && len(s.failures) == 0 {
 		r.fail(fmt.Sprintf("event streams: %d of %d ended with job_completed", s.completed, r.SSEStreams))
 	}
+}
+
+// setMachine records the machine's CPU over the run (see MachineCPUs);
+// nothing when it could not be read.
+func (r *Result) setMachine(u machineUse, ok bool) {
+	if !ok {
+		return
+	}
+	r.MachineCPUs = u.cpus
+	r.MachineSeconds, r.MachineBusySeconds, r.MachineStealSeconds = &u.seconds, &u.busy, &u.steal
 }
 
 func (r *Result) setResources(res resources) {
@@ -229,6 +250,10 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row("cpu", "%s s", optNum(r.CPUSeconds, "%.2f"))
 	row("peak rss", "%s MiB", optNum(mib(r.PeakRSSBytes), "%.1f"))
 	row("measured on", "%s", r.ResourcesScope)
+	if r.MachineBusySeconds != nil {
+		row("machine", "%.2f of %.2f CPU-seconds busy (%d CPUs x %.2fs, every process), %.2f stolen by the hypervisor",
+			*r.MachineBusySeconds, float64(r.MachineCPUs)**r.MachineSeconds, r.MachineCPUs, *r.MachineSeconds, *r.MachineStealSeconds)
+	}
 	if r.SchedLatencyP99Ms != nil {
 		row("go scheduler", "runnable-to-running p50 %s ms, p99 %s ms; %s GC cycles",
 			optNum(r.SchedLatencyP50Ms, "%.3f"), optNum(r.SchedLatencyP99Ms, "%.3f"), optNum(r.GCCycles, "%.0f"))
