@@ -188,10 +188,17 @@ func TestAdmission_RefusesNearFullAndWhenQueueIsLong(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	a.Refresh(ctx)
-	if err := a.Check(); !errors.Is(err, events.ErrOverloaded) {
-		t.Fatalf("3 queued jobs: %v, want ErrOverloaded", err)
-	}
+	// The work consumer counts a stored job as pending a moment after the
+	// publish is acknowledged: refresh until it does.
+	jstest.CheckFor(t, 10*time.Second, func() error {
+		if err := a.Refresh(ctx); err != nil {
+			return err
+		}
+		if err := a.Check(); !errors.Is(err, events.ErrOverloaded) {
+			return fmt.Errorf("3 queued jobs (%d counted): %v, want ErrOverloaded", a.Queued(), err)
+		}
+		return nil
+	})
 	a.MaxQueued = 0
 	long := strings.Repeat("y", 50<<10)
 	for i := 0; i < 40; i++ { // until past the 90% mark (or full)
