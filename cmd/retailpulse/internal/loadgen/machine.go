@@ -15,7 +15,6 @@ import (
 // /proc/stat, in seconds summed over its CPUs.
 type machineCPU struct {
 	busy  float64 // user, nice, system, irq and softirq: what all processes ran
-	idle  float64 // idle and iowait
 	steal float64 // time the hypervisor gave this machine's CPUs to others
 }
 
@@ -59,8 +58,8 @@ func parseProcStat(b []byte) (machineCPU, error) {
 			}
 			v[i] = float64(n) / clockTicks
 		}
-		user, nice, system, idle, iowait, irq, softirq, steal := v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
-		return machineCPU{busy: user + nice + system + irq + softirq, idle: idle + iowait, steal: steal}, nil
+		user, nice, system, irq, softirq, steal := v[0], v[1], v[2], v[5], v[6], v[7]
+		return machineCPU{busy: user + nice + system + irq + softirq, steal: steal}, nil
 	}
 	return machineCPU{}, errors.New("/proc/stat: no cpu line")
 }

@@ -91,8 +91,8 @@ type Result struct {
 	// on it together: CPU-seconds its CPUs were busy, and CPU-seconds a
 	// hypervisor gave to other machines while this one wanted them. Runs
 	// of a virtual machine are only comparable when their steal is alike.
-	// MachineSeconds is the interval they cover: the first submit to the
-	// last answer.
+	// MachineSeconds is the interval they cover: from just before the
+	// first submit to the last answer.
 	MachineCPUs         int      `json:"machine_cpus"`
 	MachineSeconds      *float64 `json:"machine_seconds"`
 	MachineBusySeconds  *float64 `json:"machine_busy_seconds"`
