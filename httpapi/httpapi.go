@@ -19,6 +19,9 @@
 //	GET  /readyz                     200 {"status": "ready"} or 503 {"status": "not ready"}
 //	GET  /metrics                    Config.MetricsHandler, when set
 //
+// An instance that serves no API (a worker) uses NewOpsHandler: health,
+// readiness and metrics only.
+//
 // Every JSON response has Content-Type application/json and carries no
 // trailing newline. Errors are {"error": "<what is wrong>"}, except the
 // status endpoint's 400, which is {} exactly, as the spec says. A route
@@ -284,6 +287,46 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	}
 	r.NotFoundHandler = http.HandlerFunc(h.notFound)
 	return h.recoverPanics(r), nil
+}
+
+// OpsConfig configures NewOpsHandler.
+type OpsConfig struct {
+	// Ready reports readiness for /readyz. Nil means always ready.
+	Ready func() bool
+	// Instrument, if set, wraps each route's handler, as Config.Instrument.
+	Instrument func(route string, h http.Handler) http.Handler
+	// MetricsHandler is served at /metrics when set.
+	MetricsHandler http.Handler
+	// Logger receives recovered panics. Default: discard.
+	Logger *slog.Logger
+}
+
+// NewOpsHandler returns the handler of an instance that serves no API (a
+// worker): /healthz, /readyz and /metrics as NewHandler serves them, and
+// 404 {"error": "not found"} for every other path, /api/* included.
+func NewOpsHandler(cfg OpsConfig) http.Handler {
+	h := &handler{ready: cfg.Ready, log: cfg.Logger}
+	if h.ready == nil {
+		h.ready = func() bool { return true }
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	instrument := cfg.Instrument
+	if instrument == nil {
+		instrument = func(_ string, h http.Handler) http.Handler { return h }
+	}
+	r := mux.NewRouter()
+	route := func(path string, inner http.Handler) {
+		r.Handle(path, instrument(path, h.recoverPanics(inner)))
+	}
+	route("/healthz", allowMethods(h.healthz, http.MethodGet, http.MethodHead))
+	route("/readyz", allowMethods(h.readyz, http.MethodGet, http.MethodHead))
+	if cfg.MetricsHandler != nil {
+		route("/metrics", allowMethods(cfg.MetricsHandler.ServeHTTP, http.MethodGet, http.MethodHead))
+	}
+	r.NotFoundHandler = http.HandlerFunc(h.notFound)
+	return h.recoverPanics(r)
 }
 
 // NewServer returns an http.Server for h on addr with timeouts and a header

@@ -759,3 +759,42 @@ func TestHandler_PendingLimitsTakenFirst(t *testing.T) {
 		t.Fatalf("rejections %v", rejected)
 	}
 }
+
+func TestOpsHandler_ServesHealthReadinessAndMetricsOnly(t *testing.T) {
+	ready := false
+	var instrumented []string
+	h := NewOpsHandler(OpsConfig{
+		Ready: func() bool { return ready },
+		Instrument: func(route string, next http.Handler) http.Handler {
+			instrumented = append(instrumented, route)
+			return next
+		},
+		MetricsHandler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "m 1\n") }),
+	})
+	tests := []struct {
+		method, path string
+		ready        bool
+		want         int
+		body         string
+	}{
+		{http.MethodGet, "/healthz", false, 200, `{"status":"ok"}`},
+		{http.MethodGet, "/readyz", false, 503, `{"status":"not ready"}`},
+		{http.MethodGet, "/readyz", true, 200, `{"status":"ready"}`},
+		{http.MethodGet, "/metrics", true, 200, "m 1\n"},
+		{http.MethodPost, "/healthz", true, 405, `{"error":"method POST not allowed; use GET, HEAD"}`},
+		{http.MethodGet, "/api/status?jobid=1", true, 404, `{"error":"not found"}`},
+		{http.MethodPost, "/api/submit/", true, 404, `{"error":"not found"}`},
+		{http.MethodGet, "/", true, 404, `{"error":"not found"}`},
+	}
+	for _, tt := range tests {
+		ready = tt.ready
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(tt.method, tt.path, nil))
+		if rec.Code != tt.want || rec.Body.String() != tt.body {
+			t.Errorf("%s %s (ready %v): %d %q, want %d %q", tt.method, tt.path, tt.ready, rec.Code, rec.Body.String(), tt.want, tt.body)
+		}
+	}
+	if want := []string{"/healthz", "/readyz", "/metrics"}; !reflect.DeepEqual(instrumented, want) {
+		t.Errorf("instrumented routes %v, want %v", instrumented, want)
+	}
+}

@@ -185,9 +185,11 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	log.Info("store master loaded", "source", stores.Source(), "stores", stores.Len())
 
 	// The data dir holds the read model database (and, embedded, the NATS
-	// data): one process at a time.
-	if a.lock, err = lockDataDir(cfg.DataDir); err != nil {
-		return nil, fmt.Errorf("%w: --data-dir: %v", errConfig, err)
+	// data): one process at a time. A worker keeps neither.
+	if !cfg.WorkerOnly {
+		if a.lock, err = lockDataDir(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("%w: --data-dir: %v", errConfig, err)
+		}
 	}
 	if cfg.NATSURL == "" {
 		dir := filepath.Join(cfg.DataDir, "nats")
@@ -233,6 +235,44 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		}
 	}
 	a.writable.Store(a.eventLog.Probe(openCtx) == nil)
+	a.registry = prometheus.NewRegistry()
+	a.metrics = metrics.New(a.registry)
+	if !cfg.WorkerOnly {
+		if err := a.openReadSide(openCtx, stores); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.startEngine(stores); err != nil {
+		return nil, err
+	}
+	var h http.Handler
+	if cfg.WorkerOnly {
+		h = httpapi.NewOpsHandler(httpapi.OpsConfig{
+			Ready: a.Ready, Instrument: a.metrics.Instrument, MetricsHandler: metrics.Handler(a.registry), Logger: log,
+		})
+	} else if h, err = a.apiHandler(); err != nil {
+		return nil, err
+	}
+	a.httpServer = httpapi.NewServer(cfg.Addr, h)
+	if a.streams != nil {
+		a.wireStreams()
+	}
+	if a.listener, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return nil, fmt.Errorf("%w: --addr: %v", errConfig, err)
+	}
+	if cfg.DebugListen != "" {
+		if a.debugL, err = net.Listen("tcp", cfg.DebugListen); err != nil {
+			return nil, fmt.Errorf("%w: --debug-listen: %v", errConfig, err)
+		}
+		log.Info("profiling endpoint", "url", "http://"+a.debugL.Addr().String()+"/debug/pprof/")
+	}
+	return a, nil
+}
+
+// openReadSide sets up what an instance serving the API keeps beside the
+// engine: admission control of submits, the read model and its projection.
+func (a *App) openReadSide(ctx context.Context, stores *storemaster.Master) (err error) {
+	cfg, log := a.cfg, a.log
 	a.admission = jsstore.NewAdmission(a.eventLog, cfg.MaxQueuedJobs)
 	var refreshFailing atomic.Bool
 	a.admission.OnRefresh = func(err error) {
@@ -245,14 +285,11 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 			log.Info("admission control reads the log's state again")
 		}
 	}
-	if err := a.admission.Refresh(openCtx); err != nil {
-		return nil, err
+	if err := a.admission.Refresh(ctx); err != nil {
+		return err
 	}
-
-	a.registry = prometheus.NewRegistry()
-	a.metrics = metrics.New(a.registry)
-	if a.view, err = openView(openCtx, a.eventLog, cfg.DataDir, stores, log); err != nil {
-		return nil, err
+	if a.view, err = openView(ctx, a.eventLog, cfg.DataDir, stores, log); err != nil {
+		return err
 	}
 	a.projection = jsstore.NewProjection(a.eventLog, a.view, log, a.applied)
 	// Instances sharing a log answer reads only once their projection has
@@ -261,6 +298,12 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	// has caught up after its start.
 	a.projection.Linearizable = cfg.NATSURL != ""
 	a.projection.ReadWait = min(cfg.SubmitTimeout, 2*time.Second)
+	return nil
+}
+
+// startEngine creates the image fetcher and the engine (which runs in Run).
+func (a *App) startEngine(stores *storemaster.Master) (err error) {
+	cfg, log := a.cfg, a.log
 
 	a.fetcher = imagefetch.New(imagefetch.Config{AllowPrivateNetworks: cfg.AllowPrivateNetworks, UserAgent: "retailpulse/1", TotalTimeout: cfg.ImageTimeout, PerHostConcurrency: cfg.PerHostConcurrency, Observer: a.metrics})
 	pause := actors.RandomPause(cfg.pauseMin, cfg.pauseMax)
@@ -285,10 +328,17 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		Logger:             log,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	a.metrics.ObserveMailboxes(a.engine.MailboxBacklog)
+	return nil
+}
 
+// apiHandler sets up the event streams and the dashboard's statistics and
+// returns the API's handler.
+func (a *App) apiHandler() (http.Handler, error) {
+	cfg, log := a.cfg, a.log
+	var err error
 	a.activity = newActivity(statsInterval, statsSamples, time.Now)
 	if a.streams, err = a.setUpStreams(); err != nil {
 		return nil, err
@@ -299,7 +349,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 			tokens = append(tokens, t)
 		}
 	}
-	h, err := httpapi.NewHandler(httpapi.Config{
+	return httpapi.NewHandler(httpapi.Config{
 		Jobs:              a,
 		CheckURL:          func(raw string) error { return imagefetch.CheckURL(raw, cfg.MaxURLLength) },
 		MaxBodyBytes:      cfg.MaxBodyBytes,
@@ -321,21 +371,6 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		MaxStoreIDLength:   cfg.MaxStoreIDLength,
 		MaxVisitTimeLength: cfg.MaxVisitTimeLength,
 	})
-	if err != nil {
-		return nil, err
-	}
-	a.httpServer = httpapi.NewServer(cfg.Addr, h)
-	a.wireStreams()
-	if a.listener, err = net.Listen("tcp", cfg.Addr); err != nil {
-		return nil, fmt.Errorf("%w: --addr: %v", errConfig, err)
-	}
-	if cfg.DebugListen != "" {
-		if a.debugL, err = net.Listen("tcp", cfg.DebugListen); err != nil {
-			return nil, fmt.Errorf("%w: --debug-listen: %v", errConfig, err)
-		}
-		log.Info("profiling endpoint", "url", "http://"+a.debugL.Addr().String()+"/debug/pprof/")
-	}
-	return a, nil
 }
 
 func (a *App) pause(ctx context.Context, def func(context.Context) error) error {
@@ -357,10 +392,10 @@ func (q queue) NextJob(ctx context.Context) (actors.Delivery, error) { return q.
 func (a *App) Addr() string { return a.listener.Addr().String() }
 
 // Ready reports whether the instance should receive traffic: the
-// projection has caught up with the log, the log took writes at the last
-// probe, and shutdown has not begun.
+// projection (a worker has none) has caught up with the log, the log took
+// writes at the last probe, and shutdown has not begun.
 func (a *App) Ready() bool {
-	return !a.stopping.Load() && a.projection.CaughtUp() && a.writable.Load()
+	return !a.stopping.Load() && (a.projection == nil || a.projection.CaughtUp()) && a.writable.Load()
 }
 
 // probeInterval is how often the event log's ability to take writes is
@@ -559,7 +594,9 @@ func (a *App) Run(ctx context.Context) error {
 	wg.Add(5)
 	go func() {
 		defer wg.Done()
-		a.admission.Run(runCtx)
+		if a.admission != nil { // nil on a worker
+			a.admission.Run(runCtx)
+		}
 	}()
 	go func() {
 		defer wg.Done()
@@ -567,6 +604,9 @@ func (a *App) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
+		if a.projection == nil { // a worker keeps no read model
+			return
+		}
 		if err := a.projection.Run(runCtx); err != nil {
 			errc <- fmt.Errorf("projection: %w", err)
 		}
@@ -588,7 +628,9 @@ func (a *App) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("http: %w", err)
 		}
 	}()
-	wg.Go(func() { a.runStreams(runCtx) }) // event streams; ends them at the HTTP shutdown
+	if a.streams != nil { // nil on a worker
+		wg.Go(func() { a.runStreams(runCtx) }) // event streams; ends them at the HTTP shutdown
+	}
 	if a.debugL != nil {
 		wg.Go(func() {
 			if err := debugServer(runCtx, a.debugL); err != nil {
@@ -599,6 +641,10 @@ func (a *App) Run(ctx context.Context) error {
 	a.log.Info("serving", "addr", a.Addr())
 	if a.cfg.JobSlots == 0 {
 		a.log.Info("API only (--job-slots 0): this instance takes no jobs; other instances on the same log process them")
+	}
+	if a.cfg.WorkerOnly {
+		a.log.Info("worker only (--worker-only): this instance takes jobs; it serves no API, keeps no read model and serves only /healthz, /readyz and /metrics",
+			"adaptive_image_slots", a.cfg.SchedLatencyTarget > 0)
 	}
 
 	var runErr error

@@ -37,6 +37,7 @@ type serveConfig struct {
 	MaxStreamBytes       int64
 	AckWait              time.Duration
 	JobSlots             int
+	WorkerOnly           bool
 	ImageSlots           int
 	MinImageSlots        int
 	SchedLatencyTarget   time.Duration
@@ -98,6 +99,7 @@ func (cfg *serveConfig) flagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.AppendLinger, "append-linger", 20*time.Millisecond, "how long a job waits for more image outcomes before appending them (fewer, larger fsyncs)")
 	fs.IntVar(&cfg.AppendRate, "append-rate", 100, "appends per second this instance's jobs aim to stay under together: with many jobs at once each waits longer than --append-linger (up to 1s) so they make fewer, larger appends; 0 = no bound")
 	fs.IntVar(&cfg.JobSlots, "job-slots", 64, "jobs processed at once by this instance; 0 = API only (submits, reads and streams; other instances on the same log process the jobs)")
+	fs.BoolVar(&cfg.WorkerOnly, "worker-only", false, "take jobs only: no API, read model or event streams (serves /healthz, /readyz and /metrics on --addr, uses no --data-dir); needs --nats-url. The adaptive image slots are then off unless --sched-latency-target is given: no API shares the process")
 	fs.IntVar(&cfg.ImageSlots, "image-slots", 4096, "images processed at once by this instance: the most the adaptive governor allows, or the fixed number with --sched-latency-target 0")
 	fs.IntVar(&cfg.MinImageSlots, "min-image-slots", 128, "the fewest image slots the adaptive governor goes down to (at most --image-slots)")
 	fs.DurationVar(&cfg.SchedLatencyTarget, "sched-latency-target", 5*time.Millisecond, "adaptive image slots: lower them while the Go scheduler's latency p99 exceeds this, raise them while it does not and images wait; 0 = fixed --image-slots")
@@ -136,8 +138,8 @@ func (cfg *serveConfig) parse(fs *flag.FlagSet, args []string, getenv func(strin
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	set, given := map[string]bool{}, map[string]bool{} // on the command line; there or in the environment
+	fs.Visit(func(f *flag.Flag) { set[f.Name], given[f.Name] = true, true })
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
 		if set[f.Name] {
@@ -148,10 +150,18 @@ func (cfg *serveConfig) parse(fs *flag.FlagSet, args []string, getenv func(strin
 			if err := f.Value.Set(v); err != nil {
 				errs = append(errs, fmt.Errorf("%s=%q (--%s): %v", env, v, f.Name, err))
 			}
+			given[f.Name] = true
 		}
 	})
 	if len(errs) > 0 {
 		return errors.Join(errs...)
+	}
+	// A worker serves no API: the adaptive slots, which protect the API's
+	// latency, would only hold its throughput back (and, run at a lower CPU
+	// priority than an API instance, it sees the scheduler latency the
+	// kernel gives it, not the API's). The operator's value stands.
+	if cfg.WorkerOnly && !given["sched-latency-target"] {
+		cfg.SchedLatencyTarget = 0
 	}
 	return cfg.validate()
 }
@@ -199,6 +209,8 @@ func (cfg *serveConfig) validate() error {
 		{cfg.AppendLinger >= 0 && cfg.AppendLinger <= time.Second, "--append-linger must be between 0 and 1s"},
 		{cfg.AppendRate >= 0, "--append-rate must not be negative"},
 		{cfg.JobSlots >= 0, "--job-slots must not be negative (0 = API only: take no jobs)"},
+		{!cfg.WorkerOnly || cfg.NATSURL != "", "--worker-only needs --nats-url (the log an API instance shares: its --nats-listen or an external NATS)"},
+		{!cfg.WorkerOnly || cfg.JobSlots > 0, "--worker-only with --job-slots 0 would do nothing"},
 		{cfg.ImageSlots > 0, "--image-slots must be positive"},
 		{cfg.MinImageSlots > 0, "--min-image-slots must be positive"},
 		{cfg.SchedLatencyTarget >= 0, "--sched-latency-target must not be negative"},
@@ -270,7 +282,7 @@ func (cfg *serveConfig) redacted() []any {
 		"allow_private_networks", cfg.AllowPrivateNetworks, "gpu_pause", cfg.GPUPause, "nats_url", natsURL,
 		"nats_connect_timeout", cfg.NATSConnectTimeout, "update_stream", cfg.UpdateStream, "submit_timeout", cfg.SubmitTimeout,
 		"replicas", cfg.Replicas, "fsync", cfg.Fsync, "max_stream_bytes", cfg.MaxStreamBytes,
-		"ack_wait", cfg.AckWait, "image_timeout", cfg.ImageTimeout, "per_host_concurrency", cfg.PerHostConcurrency, "append_linger", cfg.AppendLinger, "append_rate", cfg.AppendRate, "job_slots", cfg.JobSlots, "image_slots", cfg.ImageSlots, "min_image_slots", cfg.MinImageSlots, "sched_latency_target", cfg.SchedLatencyTarget,
+		"ack_wait", cfg.AckWait, "image_timeout", cfg.ImageTimeout, "per_host_concurrency", cfg.PerHostConcurrency, "append_linger", cfg.AppendLinger, "append_rate", cfg.AppendRate, "job_slots", cfg.JobSlots, "worker_only", cfg.WorkerOnly, "image_slots", cfg.ImageSlots, "min_image_slots", cfg.MinImageSlots, "sched_latency_target", cfg.SchedLatencyTarget,
 		"store_concurrency", cfg.StoreConcurrency, "max_attempts", cfg.MaxAttempts,
 		"shutdown_timeout", cfg.ShutdownTimeout, "gc_floor", cfg.GCFloor, "max_body_bytes", cfg.MaxBodyBytes,
 		"max_visits", cfg.MaxVisits, "max_images", cfg.MaxImages, "max_url_length", cfg.MaxURLLength,

@@ -1,9 +1,15 @@
 package main
 
 import (
+	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,6 +49,57 @@ func TestService_APIOnlyInstanceTakesNoJobs(t *testing.T) {
 	startApp(t, t.TempDir(), "--nats-url", ns.ClientURL())
 	if got := api.waitDone(t, id); got.Status != "completed" {
 		t.Fatalf("job %d on the API-only instance: %+v, want completed", id, got)
+	}
+}
+
+// TestService_WorkerOnlyInstanceServesNoAPI runs the split deployment of
+// one machine: an API instance on the embedded server with its client port
+// open (--job-slots 0 --nats-listen), and a worker on that port
+// (--worker-only). The worker processes the job; it answers only health,
+// readiness and metrics, and creates nothing in its data dir.
+func TestService_WorkerOnlyInstanceServesNoAPI(t *testing.T) {
+	img := newImageServer(t)
+	const password = "service-pw-1"
+	api := startApp(t, t.TempDir(), "--job-slots", "0", "--nats-listen", "127.0.0.1:0",
+		"--nats-password", password, "--subscriber-password", "subscriber-pw-1")
+	unused := filepath.Join(t.TempDir(), "unused")
+	worker := startApp(t, unused, "--worker-only", "--nats-url", api.NATSClientURL(), "--nats-password", password)
+
+	id := api.submit(t, jobBody(visit{storeA, []string{img.URL + "/4x4.png"}, "t"}))
+	if got := api.waitDone(t, id); got.Status != "completed" {
+		t.Fatalf("job %d: %+v, want completed", id, got)
+	}
+	if n := img.requests("/4x4.png"); n != 1 {
+		t.Fatalf("image downloaded %d times, want 1", n)
+	}
+
+	for _, tt := range []struct {
+		path string
+		want int
+	}{
+		{"/healthz", http.StatusOK},
+		{"/readyz", http.StatusOK},
+		{"/metrics", http.StatusOK},
+		{"/api/status?jobid=" + strconv.FormatUint(id, 10), http.StatusNotFound},
+		{"/api/submit/", http.StatusNotFound},
+		{"/api/jobs/" + strconv.FormatUint(id, 10) + "/events", http.StatusNotFound},
+		{"/", http.StatusNotFound},
+	} {
+		resp, err := http.Get(worker.url + tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("worker GET %s: %d %s, want %d", tt.path, resp.StatusCode, body, tt.want)
+		}
+		if tt.path == "/metrics" && !strings.Contains(string(body), "retailpulse_images_processed_total") {
+			t.Errorf("worker /metrics lacks the engine's counters:\n%.500s", body)
+		}
+	}
+	if _, err := os.Stat(unused); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("worker data dir: %v, want it never created", err)
 	}
 }
 
