@@ -222,7 +222,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 		return nil, err
 	}
 
-	if a.ns != nil {
+	if a.ns != nil && cfg.soleConsumer() {
 		// We hold the data dir: jobs delivered and not acked belong to a
 		// previous process that is gone. Take them back now rather than after
 		// the ack wait.

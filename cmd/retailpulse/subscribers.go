@@ -71,6 +71,15 @@ func (cfg *serveConfig) validateSubscribers() error {
 	return nil
 }
 
+// soleConsumer reports whether, on the embedded server, this process is
+// the only one that can take jobs: true unless its client port is open to
+// other instances of the service (--nats-listen with --nats-password, as
+// for a worker beside an API instance). Only a sole consumer may take back
+// unacked jobs at its start: a worker's would still be in its hands.
+func (cfg *serveConfig) soleConsumer() bool {
+	return cfg.NATSListen == "" || cfg.NATSPassword == ""
+}
+
 func secret(s string) string {
 	if s == "" {
 		return ""

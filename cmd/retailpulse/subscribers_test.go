@@ -103,6 +103,31 @@ func sseEvents(t *testing.T, url string, header ...string) []string {
 // its NATS port open: a job's SSE stream and a subscriber's consumer on the
 // port both see exactly the job's events in the log, and the metrics count
 // them by door.
+// Only a process no other service instance can join takes back unacked
+// jobs at its start.
+func TestServeConfig_SoleConsumer(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want bool
+	}{
+		{"embedded, no port", nil, true},
+		{"port for subscribers only", []string{"--nats-listen", "127.0.0.1:4222", "--subscriber-password", "sub-pw-12"}, true},
+		{"port open to workers", []string{"--nats-listen", "127.0.0.1:4222", "--subscriber-password", "sub-pw-12", "--nats-password", "svc-pw-12"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseConfig(tt.args, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.soleConsumer(); got != tt.want {
+				t.Fatalf("soleConsumer() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestApp_SubscribersFollowAJobOverSSEAndNATS(t *testing.T) {
 	imgs := newImageServer(t)
 	app := startApp(t, t.TempDir(), "--nats-listen", "127.0.0.1:0", "--subscriber-password", "subscriber-pw", "--api-token", "tok")
