@@ -242,7 +242,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 			return nil, err
 		}
 	}
-	if err := a.startEngine(stores); err != nil {
+	if err := a.newEngine(stores); err != nil {
 		return nil, err
 	}
 	var h http.Handler
@@ -301,8 +301,8 @@ func (a *App) openReadSide(ctx context.Context, stores *storemaster.Master) (err
 	return nil
 }
 
-// startEngine creates the image fetcher and the engine (which runs in Run).
-func (a *App) startEngine(stores *storemaster.Master) (err error) {
+// newEngine creates the image fetcher and the engine (Run runs it).
+func (a *App) newEngine(stores *storemaster.Master) (err error) {
 	cfg, log := a.cfg, a.log
 
 	a.fetcher = imagefetch.New(imagefetch.Config{AllowPrivateNetworks: cfg.AllowPrivateNetworks, UserAgent: "retailpulse/1", TotalTimeout: cfg.ImageTimeout, PerHostConcurrency: cfg.PerHostConcurrency, Observer: a.metrics})
