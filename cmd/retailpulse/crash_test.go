@@ -234,3 +234,62 @@ func crashBurst(t *testing.T, c *procChild, imgs *procImageServer) []*procJob {
 	}
 	return jobs
 }
+
+// TestCrash_APIInstanceKilledUnderAWorker kills -9 the API instance of the
+// one-machine split (the embedded server that holds the log) while its
+// worker is mid-job, and restarts it on the same data dir and port: the
+// worker reconnects and finishes the jobs without a redelivery (the ack
+// wait is an hour), and the log holds one outcome for every image.
+func TestCrash_APIInstanceKilledUnderAWorker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the service as child processes")
+	}
+	bin := procBuild(t)
+	const ackWait = time.Hour
+	const password = "service-pw-1"
+	natsAddr := procFreeAddr(t)
+	apiFlags := []string{"--job-slots", "0", "--nats-listen", natsAddr, "--nats-password", password,
+		"--subscriber-password", "subscriber-pw-1", "--ack-wait", ackWait.String()}
+	imgs := newProcImageServer(t)
+	imgs.setDelay(10 * time.Millisecond) // so the jobs are part-done at the kill
+	dir := t.TempDir()
+	api := procStart(t, bin, "api", dir, apiFlags...)
+	worker := procStart(t, bin, "worker", t.TempDir(), "--worker-only", "--nats-url", "nats://"+natsAddr,
+		"--nats-password", password, "--gpu-pause", "5ms-20ms", "--store-concurrency", "4", "--ack-wait", ackWait.String())
+
+	var ids []uint64
+	for i := range 2 {
+		ids = append(ids, api.mustSubmit(t, procMakeJob(imgs.URL, fmt.Sprintf("split%d", i), 4, 50)))
+	}
+	worker.waitMetric(t, 60*time.Second, "retailpulse_images_processed_total", 100)
+	api.kill()
+	if n, err := worker.metric("retailpulse_images_processed_total"); err != nil || n >= 400 {
+		t.Fatalf("at the kill the worker had processed %v images (%v), want some of the 400", n, err)
+	}
+
+	restarted := time.Now()
+	again := procStart(t, bin, "api restarted", dir, apiFlags...)
+	for id, s := range again.waitTerminal(t, 90*time.Second, ids) {
+		if s.Status != string(events.StatusCompleted) || len(s.Error) != 0 {
+			t.Errorf("job %d after the restart: %+v, want completed", id, s)
+		}
+	}
+	t.Logf("both jobs completed %s after the API instance's restart", time.Since(restarted).Round(time.Millisecond))
+	worker.stop(t, 30*time.Second)
+	again.stop(t, 30*time.Second)
+
+	lg := procInspect(t, dir, ackWait)
+	if !reflect.DeepEqual(lg.IDs, ids) {
+		t.Fatalf("jobs in the log: %v, want %v", lg.IDs, ids)
+	}
+	for _, id := range lg.IDs {
+		lg.Jobs[id].checkDone(t)
+	}
+	redone := 0
+	for _, n := range imgs.snapshot() {
+		if n > 1 {
+			redone++
+		}
+	}
+	t.Logf("images downloaded more than once: %d", redone)
+}
