@@ -131,3 +131,55 @@ func TestService_DebugListenServesProfilesApart(t *testing.T) {
 		}
 	}
 }
+
+// The systemd units of deploy/systemd start serve with flags it accepts,
+// given the secrets their environment files hold, in the roles they name;
+// the worker runs below the API.
+func TestDeploySystemd_UnitsStartTheSplit(t *testing.T) {
+	// What the units' environment files hold, as their comments say.
+	apiEnv := map[string]string{"RETAILPULSE_NATS_PASSWORD": "service-pw-1", "RETAILPULSE_SUBSCRIBER_PASSWORD": "subscriber-pw-1"}
+	workerEnv := map[string]string{"RETAILPULSE_NATS_PASSWORD": "service-pw-1"}
+	unit := func(name string) (args []string, nice string) {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "systemd", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := strings.ReplaceAll(string(b), "\\\n", " ")
+		for _, line := range strings.Split(text, "\n") {
+			if v, ok := strings.CutPrefix(line, "ExecStart="); ok {
+				fields := strings.Fields(v)
+				if len(fields) < 2 || fields[1] != "serve" {
+					t.Fatalf("%s: ExecStart %q does not run serve", name, v)
+				}
+				args = fields[2:]
+			}
+			if v, ok := strings.CutPrefix(line, "Nice="); ok {
+				nice = v
+			}
+		}
+		return args, nice
+	}
+
+	apiArgs, apiNice := unit("retailpulse-api.service")
+	api, err := parseConfig(apiArgs, apiEnv)
+	if err != nil {
+		t.Fatalf("API unit: %v", err)
+	}
+	if api.JobSlots != 0 || api.NATSURL != "" || api.NATSListen == "" || api.NATSPassword == "" || api.soleConsumer() {
+		t.Errorf("API unit: job slots %d, nats url %q, listen %q, password set %v: want an API instance open to a worker",
+			api.JobSlots, api.NATSURL, api.NATSListen, api.NATSPassword != "")
+	}
+	workerArgs, workerNice := unit("retailpulse-worker.service")
+	worker, err := parseConfig(workerArgs, workerEnv)
+	if err != nil {
+		t.Fatalf("worker unit: %v", err)
+	}
+	if !worker.WorkerOnly || worker.NATSURL != "nats://"+api.NATSListen || worker.NATSPassword != api.NATSPassword || worker.SchedLatencyTarget != 0 {
+		t.Errorf("worker unit: worker only %v, nats url %q (API listens on %q), same password %v, governor target %v",
+			worker.WorkerOnly, worker.NATSURL, api.NATSListen, worker.NATSPassword == api.NATSPassword, worker.SchedLatencyTarget)
+	}
+	if apiNice != "" || workerNice != "10" {
+		t.Errorf("Nice: API %q, worker %q; want the worker at 10, the API at the default", apiNice, workerNice)
+	}
+}
