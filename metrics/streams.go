@@ -14,6 +14,10 @@ const (
 
 var streamDoors = []string{DoorSSEJob, DoorSSEAll}
 
+// What became of an event-stream request at an instance that hands them to
+// another process (--hand-off-streams), the values of the outcome label.
+var handoffOutcomes = []string{"sent", "local", "failed"}
+
 // StreamMetrics are the metrics of event-stream subscribers. Create it with
 // NewStreamMetrics. Its methods are safe for concurrent use and no-ops on
 // a nil *StreamMetrics. It implements httpapi.StreamObserver.
@@ -22,6 +26,7 @@ type StreamMetrics struct {
 	open       *prometheus.GaugeVec
 	sent       *prometheus.CounterVec
 	overflowed *prometheus.CounterVec
+	handoffs   *prometheus.CounterVec
 }
 
 // NewStreamMetrics registers the event-stream metrics on reg; it panics if
@@ -44,13 +49,20 @@ func NewStreamMetrics(reg prometheus.Registerer) *StreamMetrics {
 			Namespace: namespace, Name: "event_streams_overflowed_total",
 			Help: "Event streams (SSE) ended because the client fell behind its buffer, by door.",
 		}, []string{"door"}),
+		handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "event_stream_handoffs_total",
+			Help: "Event-stream requests this instance handed to another process (sent), served itself because none listened (local), or answered 503 because the handoff failed (failed).",
+		}, []string{"outcome"}),
+	}
+	for _, o := range handoffOutcomes {
+		m.handoffs.WithLabelValues(o)
 	}
 	for _, d := range streamDoors {
 		m.open.WithLabelValues(d)
 		m.sent.WithLabelValues(d)
 		m.overflowed.WithLabelValues(d)
 	}
-	reg.MustRegister(m.open, m.sent, m.overflowed)
+	reg.MustRegister(m.open, m.sent, m.overflowed, m.handoffs)
 	return m
 }
 
@@ -104,4 +116,13 @@ func (m *StreamMetrics) ObserveNATSSubscribers(fn func() (conns int, sent uint64
 			Help: "Messages the embedded NATS server sent to the subscriber identity's connections (log messages and API replies).",
 		}, func() float64 { _, s := fn(); return float64(s) }),
 	)
+}
+
+// StreamHandedOff counts an event-stream request's handoff outcome (sent,
+// local, failed; anything else is "other").
+func (m *StreamMetrics) StreamHandedOff(outcome string) {
+	if m == nil {
+		return
+	}
+	m.handoffs.WithLabelValues(oneOf(outcome, handoffOutcomes)).Inc()
 }

@@ -19,6 +19,10 @@ func TestStreamMetrics_CountByDoorWithBoundedLabels(t *testing.T) {
 	m.EventsSent(metrics.DoorSSEAll, 3)
 	m.StreamClosed(metrics.DoorSSEJob, false)
 	m.StreamClosed(metrics.DoorSSEAll, true)
+	m.StreamHandedOff("sent")
+	m.StreamHandedOff("sent")
+	m.StreamHandedOff("local")
+	m.StreamHandedOff("elsewhere") // never a label of its own
 	conns, sent := 2, uint64(40)
 	m.ObserveNATSSubscribers(func() (int, uint64) { return conns, sent })
 
@@ -34,6 +38,10 @@ func TestStreamMetrics_CountByDoorWithBoundedLabels(t *testing.T) {
 		{"retailpulse_event_stream_events_sent_total", map[string]string{"door": "sse_all"}, 3},
 		{"retailpulse_event_streams_overflowed_total", map[string]string{"door": "sse_all"}, 1},
 		{"retailpulse_event_streams_overflowed_total", map[string]string{"door": "sse_job"}, 0},
+		{"retailpulse_event_stream_handoffs_total", map[string]string{"outcome": "sent"}, 2},
+		{"retailpulse_event_stream_handoffs_total", map[string]string{"outcome": "local"}, 1},
+		{"retailpulse_event_stream_handoffs_total", map[string]string{"outcome": "failed"}, 0},
+		{"retailpulse_event_stream_handoffs_total", map[string]string{"outcome": "other"}, 1},
 		{"retailpulse_nats_subscriber_connections", map[string]string{}, 2},
 		{"retailpulse_nats_subscriber_messages_sent_total", map[string]string{}, 40},
 	}

@@ -158,8 +158,13 @@ type App struct {
 	admission  *jsstore.Admission
 	writable   atomic.Bool // the event log took writes at the last probe
 	streams    *httpapi.Streams
-	activity   *activity    // the dashboard's statistics (stats.go)
-	accepted   acceptedJobs // jobs accepted here, not yet in the read model
+	// Event streams handed to another process (--hand-off-streams), or
+	// taken from one (--take-streams); nil when not.
+	streamMetrics *metrics.StreamMetrics
+	handoff       *httpapi.StreamHandoff
+	handoffL      *httpapi.HandoffListener
+	activity      *activity    // the dashboard's statistics (stats.go)
+	accepted      acceptedJobs // jobs accepted here, not yet in the read model
 
 	// Pause overrides the configured GPU pause (tests); set before Run.
 	Pause func(context.Context) error
@@ -259,6 +264,9 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	}
 	if a.listener, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("%w: --addr: %v", errConfig, err)
+	}
+	if err := a.listenHandoff(); err != nil {
+		return nil, err
 	}
 	if cfg.DebugListen != "" {
 		if a.debugL, err = net.Listen("tcp", cfg.DebugListen); err != nil {
@@ -365,6 +373,7 @@ func (a *App) apiHandler() (http.Handler, error) {
 		MaxPendingSubmits: cfg.MaxPendingSubmits,
 		MaxPendingResults: cfg.MaxPendingResults,
 		Streams:           a.streams,
+		StreamHandoff:     a.streamHandoff(),
 		OpenAPI:           docs.OpenAPI,
 		UI:                ui.Handler(),
 
@@ -587,7 +596,7 @@ func (a *App) Run(ctx context.Context) error {
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRun()
 	var wg sync.WaitGroup
-	errc := make(chan error, 6) // one per component: no sender ever blocks
+	errc := make(chan error, 7) // one per component: no sender ever blocks
 	// The engine stops on ctx or on any other component's failure.
 	engineCtx, stopEngine := context.WithCancel(ctx)
 	defer stopEngine()
@@ -628,6 +637,13 @@ func (a *App) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("http: %w", err)
 		}
 	}()
+	if a.handoffL != nil { // connections handed over (--take-streams), served like accepted ones
+		wg.Go(func() {
+			if err := a.httpServer.Serve(a.handoffL); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("http (handed connections): %w", err)
+			}
+		})
+	}
 	if a.streams != nil { // nil on a worker
 		wg.Go(func() { a.runStreams(runCtx) }) // event streams; ends them at the HTTP shutdown
 	}
@@ -678,6 +694,12 @@ func (a *App) close() {
 	}
 	if a.listener != nil {
 		_ = a.listener.Close()
+	}
+	if a.handoffL != nil {
+		_ = a.handoffL.Close()
+	}
+	if a.handoff != nil {
+		_ = a.handoff.Close()
 	}
 	if a.debugL != nil {
 		_ = a.debugL.Close()

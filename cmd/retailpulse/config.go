@@ -70,6 +70,8 @@ type serveConfig struct {
 	natsPort           int
 	SubscriberPassword string
 	NATSPassword       string
+	HandOffStreams     string
+	TakeStreams        string
 }
 
 // flagSet registers cfg's flags on a new FlagSet named name.
@@ -289,6 +291,7 @@ func (cfg *serveConfig) redacted() []any {
 		"max_store_id_length", cfg.MaxStoreIDLength, "max_visit_time_length", cfg.MaxVisitTimeLength,
 		"max_pending_submits", cfg.MaxPendingSubmits, "max_pending_results", cfg.MaxPendingResults, "max_queued_jobs", cfg.MaxQueuedJobs, "api_token", token,
 		"max_streams", cfg.MaxStreams, "nats_listen", orDefault(cfg.NATSListen, "(off)"),
+		"hand_off_streams", orDefault(cfg.HandOffStreams, "(off)"), "take_streams", orDefault(cfg.TakeStreams, "(off)"),
 		"subscriber_password", secret(cfg.SubscriberPassword), "nats_password", secret(cfg.NATSPassword),
 	}
 }

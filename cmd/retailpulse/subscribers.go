@@ -25,6 +25,8 @@ func (cfg *serveConfig) subscriberFlags(fs *flag.FlagSet) {
 	fs.StringVar(&cfg.NATSListen, "nats-listen", "", "embedded server: open its client port on `HOST:PORT` for subscribers (user \"subscriber\", read-only); empty = no port")
 	fs.StringVar(&cfg.SubscriberPassword, "subscriber-password", "", "password of the read-only NATS user \"subscriber\" (required with --nats-listen)")
 	fs.StringVar(&cfg.NATSPassword, "nats-password", "", "password of the service's NATS user \"retailpulse\": sent with --nats-url; with --nats-listen, required of the service's own connections (empty = random)")
+	fs.StringVar(&cfg.HandOffStreams, "hand-off-streams", "", "hand every event-stream request's connection to the instance on this machine that takes them on the unix socket `PATH` (--take-streams), serving it here while none does")
+	fs.StringVar(&cfg.TakeStreams, "take-streams", "", "take the event-stream connections other instances on this machine hand over on the unix socket `PATH` (--hand-off-streams), and serve them as if accepted here")
 }
 
 // minPassword is the shortest password accepted for a NATS identity.
@@ -34,6 +36,12 @@ const minPassword = 8
 func (cfg *serveConfig) validateSubscribers() error {
 	if cfg.MaxStreams <= 0 {
 		return errors.New("--max-streams must be positive")
+	}
+	switch {
+	case cfg.HandOffStreams != "" && cfg.TakeStreams != "":
+		return errors.New("--hand-off-streams and --take-streams: an instance either hands its event streams over or takes them")
+	case cfg.WorkerOnly && (cfg.HandOffStreams != "" || cfg.TakeStreams != ""):
+		return errors.New("--hand-off-streams and --take-streams are for instances that serve the API; a worker (--worker-only) serves none")
 	}
 	if cfg.NATSListen == "" {
 		switch {
@@ -119,6 +127,7 @@ func (a *App) setUpStreams() (*httpapi.Streams, error) {
 		sm.ObserveNATSSubscribers(traffic.Read)
 		a.log.Info("nats listening for subscribers", "url", a.ns.ClientURL(), "user", jsstore.SubscriberUser)
 	}
+	a.streamMetrics = sm
 	return httpapi.NewStreams(httpapi.StreamsConfig{
 		Log:        a.eventLog,
 		MaxStreams: a.cfg.MaxStreams,
@@ -132,6 +141,30 @@ func (a *App) setUpStreams() (*httpapi.Streams, error) {
 // down, so that open streams do not hold the shutdown up.
 func (a *App) wireStreams() {
 	a.httpServer.RegisterOnShutdown(a.streams.Close)
+}
+
+// streamHandoff returns the handoff of event streams to another process
+// (--hand-off-streams), or nil.
+func (a *App) streamHandoff() *httpapi.StreamHandoff {
+	if a.cfg.HandOffStreams == "" {
+		return nil
+	}
+	a.handoff = httpapi.NewStreamHandoff(a.cfg.HandOffStreams, a.log)
+	a.handoff.Observe = func(o httpapi.HandoffOutcome) { a.streamMetrics.StreamHandedOff(string(o)) }
+	a.log.Info("event streams are handed to the instance taking them", "socket", a.cfg.HandOffStreams)
+	return a.handoff
+}
+
+// listenHandoff opens the unix socket of --take-streams.
+func (a *App) listenHandoff() (err error) {
+	if a.cfg.TakeStreams == "" {
+		return nil
+	}
+	if a.handoffL, err = httpapi.ListenHandoff(a.cfg.TakeStreams, a.log); err != nil {
+		return fmt.Errorf("%w: --take-streams: %v", errConfig, err)
+	}
+	a.log.Info("taking event streams handed over", "socket", a.cfg.TakeStreams)
+	return nil
 }
 
 // runStreams runs the shared tail of the event streams until ctx ends.

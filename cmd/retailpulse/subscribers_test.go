@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -42,6 +43,9 @@ func TestServeConfig_SubscriberFlags(t *testing.T) {
 		{name: "service password with an external NATS", args: []string{"--nats-url", "nats://n1:4222", "--nats-password", "x"}},
 		{name: "service password alone", args: []string{"--nats-password", "12345678"}, wantErr: "--nats-password needs --nats-url or --nats-listen"},
 		{name: "max streams", args: []string{"--max-streams", "0"}, wantErr: "--max-streams must be positive"},
+		{name: "streams handed over", args: []string{"--hand-off-streams", "/run/rp/streams.sock"}},
+		{name: "streams handed over and taken", args: []string{"--hand-off-streams", "/run/a.sock", "--take-streams", "/run/b.sock"}, wantErr: "either hands its event streams over or takes them"},
+		{name: "a worker taking streams", args: []string{"--worker-only", "--nats-url", "nats://n1:4222", "--take-streams", "/run/b.sock"}, wantErr: "a worker (--worker-only) serves none"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -241,4 +245,81 @@ func TestApp_OpenStreamsDoNotHoldUpShutdown(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the stream is still open after shutdown")
 	}
+}
+
+// TestApp_StreamsHandedToAnotherInstance runs the one-machine split of the
+// streams: the instance clients reach hands each event-stream connection
+// to a second instance on the same log (--take-streams), which serves the
+// whole stream on that connection. The client sees the same stream as
+// from one instance; the second instance wrote it; the token still rules.
+func TestApp_StreamsHandedToAnotherInstance(t *testing.T) {
+	imgs := newImageServer(t)
+	sock := filepath.Join(t.TempDir(), "streams.sock")
+	const password = "service-pw-1"
+	front := startApp(t, t.TempDir(), "--nats-listen", "127.0.0.1:0", "--nats-password", password,
+		"--subscriber-password", "subscriber-pw-1", "--api-token", "tok", "--hand-off-streams", sock)
+	streams := startApp(t, t.TempDir(), "--job-slots", "0", "--nats-url", front.NATSClientURL(), "--nats-password", password,
+		"--api-token", "tok", "--take-streams", sock)
+
+	body := fmt.Sprintf(`{"count":1,"visits":[{"store_id":%q,"image_url":["%s/10x20.png","%s/30x40.jpg"],"visit_time":"t"}]}`, storeA, imgs.URL, imgs.URL)
+	req, _ := http.NewRequest(http.MethodPost, front.url+"/api/submit/", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sub struct {
+		JobID uint64 `json:"job_id"`
+	}
+	json.NewDecoder(resp.Body).Decode(&sub)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("submit: %d", resp.StatusCode)
+	}
+	if resp, err := http.Get(fmt.Sprintf("%s/api/jobs/%d/events", front.url, sub.JobID)); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("stream without the token: %v %v, want 401", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
+	got := sseEvents(t, fmt.Sprintf("%s/api/jobs/%d/events", front.url, sub.JobID), "Authorization", "Bearer tok")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h, err := front.eventLog.LoadJob(ctx, sub.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{fmt.Sprintf("%d-0 %s", sub.JobID, events.TypeJobSubmitted)}
+	for _, r := range h.Records {
+		for i, ev := range r.Events { // the same rendering as the one-instance test
+			want = append(want, fmt.Sprintf("%d-%d %s", r.Seq, i, ev.EventType()))
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("SSE events\n%v\nwant the log's\n%v", got, want)
+	}
+
+	metricsOf := func(a *testApp) string {
+		code, _, text := do(t, http.MethodGet, a.url+"/metrics", "")
+		if code != http.StatusOK {
+			t.Fatalf("metrics: %d", code)
+		}
+		return text
+	}
+	jstest.CheckFor(t, 5*time.Second, func() error {
+		for _, c := range []struct {
+			who  string
+			text string
+			line string
+		}{
+			{"front", metricsOf(front), `retailpulse_event_stream_handoffs_total{outcome="sent"} 1`},
+			{"front", metricsOf(front), `retailpulse_event_stream_events_sent_total{door="sse_job"} 0`},
+			{"streams", metricsOf(streams), fmt.Sprintf(`retailpulse_event_stream_events_sent_total{door="sse_job"} %d`, len(want))},
+		} {
+			if !strings.Contains(c.text, c.line) {
+				return fmt.Errorf("%s's metrics lack %q", c.who, c.line)
+			}
+		}
+		return nil
+	})
 }
