@@ -11,31 +11,32 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Handing event streams to another process.
 //
-// An instance can hand every event-stream request it receives to another
-// process on the same machine (a streams instance) instead of serving it:
-// the connection itself moves, over a unix socket (SCM_RIGHTS), with the
-// request re-encoded in front of it, and the other process's HTTP server
-// reads it as if it had accepted the connection. The client sees one
-// address and one connection. The two processes can then run at different
-// CPU priorities, so that a thousand streams opening at once do not hold
-// up the requests the first one serves.
+// An instance can hand every connection whose first request is an event
+// stream to another process on the same machine (a streams instance)
+// instead of serving it: the connection itself moves, over a unix socket
+// (SCM_RIGHTS), with the bytes already read from it, before any HTTP
+// parsing here, and the other process's HTTP server reads it as if it had
+// accepted it. The client sees one address and one connection. The two
+// processes can then run at different CPU priorities, and a thousand
+// streams opening at once cost the first one little more than their
+// accepts.
 
-// maxHandoff bounds one handed request: the server's header limit plus
-// what its reader may have buffered beyond the request.
-const maxHandoff = 64<<10 + 8<<10
+// maxHandoff bounds the bytes handed with a connection: what was read
+// from it before the decision (at most a peek buffer).
+const maxHandoff = 4 << 10
 
 // HandoffOutcome is what became of one event-stream request at a
 // StreamHandoff.
 type HandoffOutcome string
 
 const (
-	HandoffSent   HandoffOutcome = "sent"   // the connection is the other process's now
-	HandoffLocal  HandoffOutcome = "local"  // nobody listens: served here
-	HandoffFailed HandoffOutcome = "failed" // sending failed after the hijack: answered 503
+	HandoffSent  HandoffOutcome = "sent"  // the connection is the other process's now
+	HandoffLocal HandoffOutcome = "local" // it could not be sent (nobody listens): served here
 )
 
 // StreamHandoff sends connections to the process listening on a unix
@@ -101,47 +102,142 @@ func (s *StreamHandoff) observe(o HandoffOutcome) {
 	}
 }
 
-// wrap hands the requests of next's route to the other process: GET
-// requests over HTTP/1 on a TCP connection, when the other process can be
-// reached. Anything else, or when it cannot be, is served by next.
-func (s *StreamHandoff) wrap(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet || r.ProtoMajor != 1 {
-			next.ServeHTTP(w, r)
-			return
-		}
-		uc, err := s.dial()
+// Listener returns l with the event-stream connections taken out: each
+// new connection's first bytes are read (up to the end of its request
+// line, within headerTimeout) and a connection whose first request is
+// GET /api/jobs/{id}/events or GET /api/events goes to the other process
+// with those bytes, before any HTTP parsing here; every other connection,
+// and one the other process cannot take, is returned by Accept with its
+// bytes in front. Only a connection's first request is looked at. The
+// other process checks the request (token, id) as it would its own.
+func (s *StreamHandoff) Listener(l net.Listener, headerTimeout time.Duration) net.Listener {
+	pl := &peekListener{Listener: l, s: s, timeout: headerTimeout, out: make(chan net.Conn), done: make(chan struct{}), errc: make(chan error, 1)}
+	go pl.acceptLoop()
+	return pl
+}
+
+type peekListener struct {
+	net.Listener
+	s       *StreamHandoff
+	timeout time.Duration
+	out     chan net.Conn
+	done    chan struct{}
+	errc    chan error // the inner listener's last error
+	once    sync.Once
+}
+
+func (pl *peekListener) acceptLoop() {
+	for {
+		c, err := pl.Listener.Accept()
 		if err != nil {
-			s.observe(HandoffLocal)
-			next.ServeHTTP(w, r)
-			return
+			select {
+			case pl.errc <- err:
+			case <-pl.done:
+				return
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
 		}
-		var req bytes.Buffer
-		if err := r.Write(&req); err != nil { // a GET has no body to lose
-			next.ServeHTTP(w, r)
-			return
-		}
-		conn, rw, err := http.NewResponseController(w).Hijack()
+		go pl.examine(c)
+	}
+}
+
+// examine reads c's request line and hands c over, or passes it on.
+func (pl *peekListener) examine(c net.Conn) {
+	bp := peekBufs.Get().(*[]byte)
+	buf := *bp
+	n := 0
+	c.SetReadDeadline(time.Now().Add(pl.timeout))
+	for n < len(buf) && !bytes.Contains(buf[:n], []byte("\n")) {
+		m, err := c.Read(buf[n:])
+		n += m
 		if err != nil {
-			s.observe(HandoffLocal)
-			next.ServeHTTP(w, r)
+			break
+		}
+	}
+	c.SetReadDeadline(time.Time{})
+	if isStreamRequest(buf[:n]) {
+		if err := pl.s.handOver(c, buf[:n]); err == nil {
+			peekBufs.Put(bp)
+			c.Close()
+			pl.s.observe(HandoffSent)
 			return
 		}
-		defer conn.Close()
-		if n := rw.Reader.Buffered(); n > 0 { // pipelined bytes belong to the other process too
-			b, _ := rw.Reader.Peek(n)
-			req.Write(b)
-		}
-		if err := s.send(uc, conn, req.Bytes()); err != nil {
-			s.broken(uc)
-			s.observe(HandoffFailed)
-			s.log.Warn("event stream handoff failed; answered 503", "path", s.path, "err", err)
-			const body = `{"error":"event streams unavailable, retry later"}`
-			fmt.Fprintf(conn, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-			return
-		}
-		s.observe(HandoffSent)
-	})
+		pl.s.observe(HandoffLocal)
+	}
+	read := bytes.Clone(buf[:n])
+	peekBufs.Put(bp)
+	var pc net.Conn = c
+	if len(read) > 0 {
+		pc = &prefixedConn{Conn: c, r: io.MultiReader(bytes.NewReader(read), c)}
+	}
+	select {
+	case pl.out <- pc:
+	case <-pl.done:
+		c.Close()
+	}
+}
+
+var peekBufs = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
+
+// isStreamRequest reports whether b begins with the request line of an
+// event-stream GET over HTTP/1.
+func isStreamRequest(b []byte) bool {
+	line, _, ok := bytes.Cut(b, []byte("\n"))
+	if !ok {
+		return false
+	}
+	method, rest, _ := bytes.Cut(bytes.TrimRight(line, "\r"), []byte(" "))
+	target, proto, _ := bytes.Cut(rest, []byte(" "))
+	if string(method) != http.MethodGet || !bytes.HasPrefix(proto, []byte("HTTP/1.")) {
+		return false
+	}
+	path, _, _ := bytes.Cut(target, []byte("?"))
+	if p := string(path); p == "/api/events" || p == "/api/events/" {
+		return true
+	}
+	id, ok := bytes.CutPrefix(path, []byte("/api/jobs/"))
+	if !ok {
+		return false
+	}
+	id, ok = bytes.CutSuffix(id, []byte("/events"))
+	return ok && len(id) > 0 && !bytes.Contains(id, []byte("/"))
+}
+
+// handOver sends c with the bytes already read from it, dialling the other
+// process if need be; on failure the connection is dropped for the next
+// attempt to dial again.
+func (s *StreamHandoff) handOver(c net.Conn, read []byte) error {
+	uc, err := s.dial()
+	if err != nil {
+		return err
+	}
+	if err := s.send(uc, c, read); err != nil {
+		s.broken(uc)
+		s.log.Warn("event stream handoff failed; serving it here", "path", s.path, "err", err)
+		return err
+	}
+	return nil
+}
+
+// Accept returns the next connection that stays here.
+func (pl *peekListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-pl.out:
+		return c, nil
+	case err := <-pl.errc:
+		return nil, err
+	case <-pl.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close closes the inner listener; connections being examined are closed.
+func (pl *peekListener) Close() error {
+	pl.once.Do(func() { close(pl.done) })
+	return pl.Listener.Close()
 }
 
 // send passes conn's descriptor and req in one message.

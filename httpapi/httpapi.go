@@ -129,11 +129,6 @@ type Config struct {
 	// (GET /api/jobs/{id}/events and GET /api/events: see sse.go); it must
 	// be running (Streams.Run). Jobs.Status tells which jobs exist.
 	Streams *Streams
-	// StreamHandoff, if set with Streams, hands each event-stream request
-	// (after the token check) to the process it names, which serves it on
-	// the same connection (see handoff.go); when that process cannot be
-	// reached, Streams serves it here.
-	StreamHandoff *StreamHandoff
 	// OpenAPI, when set, is served at GET /api/openapi.yaml (behind the
 	// token like every /api/ path): the API's OpenAPI document.
 	OpenAPI []byte
@@ -268,14 +263,10 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	}
 	if cfg.Streams != nil {
 		h.streams = cfg.Streams
-		handOff := func(next http.Handler) http.Handler { return next }
-		if cfg.StreamHandoff != nil {
-			handOff = cfg.StreamHandoff.wrap
-		}
 		route(r, "/api/jobs/{id}/events", []string{"/api/jobs/{id}/events"},
-			h.requireToken(handOff(allowMethods(h.jobEvents, http.MethodGet))))
+			h.requireToken(allowMethods(h.jobEvents, http.MethodGet)))
 		route(r, "/api/events", []string{"/api/events", "/api/events/"},
-			h.requireToken(handOff(allowMethods(h.allEvents, http.MethodGet))))
+			h.requireToken(allowMethods(h.allEvents, http.MethodGet)))
 	}
 	if qs, ok := cfg.Jobs.(Queries); ok {
 		h.routeQueries(r, route, qs)

@@ -16,7 +16,7 @@ var streamDoors = []string{DoorSSEJob, DoorSSEAll}
 
 // What became of an event-stream request at an instance that hands them to
 // another process (--hand-off-streams), the values of the outcome label.
-var handoffOutcomes = []string{"sent", "local", "failed"}
+var handoffOutcomes = []string{"sent", "local"}
 
 // StreamMetrics are the metrics of event-stream subscribers. Create it with
 // NewStreamMetrics. Its methods are safe for concurrent use and no-ops on
@@ -51,7 +51,7 @@ func NewStreamMetrics(reg prometheus.Registerer) *StreamMetrics {
 		}, []string{"door"}),
 		handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "event_stream_handoffs_total",
-			Help: "Event-stream requests this instance handed to another process (sent), served itself because none listened (local), or answered 503 because the handoff failed (failed).",
+			Help: "Connections whose first request was an event stream that this instance handed to another process (sent), or served itself because none took them (local).",
 		}, []string{"outcome"}),
 	}
 	for _, o := range handoffOutcomes {
@@ -118,8 +118,8 @@ func (m *StreamMetrics) ObserveNATSSubscribers(fn func() (conns int, sent uint64
 	)
 }
 
-// StreamHandedOff counts an event-stream request's handoff outcome (sent,
-// local, failed; anything else is "other").
+// StreamHandedOff counts an event-stream connection's handoff outcome
+// (sent, local; anything else is "other").
 func (m *StreamMetrics) StreamHandedOff(outcome string) {
 	if m == nil {
 		return

@@ -40,7 +40,6 @@ func TestStreamMetrics_CountByDoorWithBoundedLabels(t *testing.T) {
 		{"retailpulse_event_streams_overflowed_total", map[string]string{"door": "sse_job"}, 0},
 		{"retailpulse_event_stream_handoffs_total", map[string]string{"outcome": "sent"}, 2},
 		{"retailpulse_event_stream_handoffs_total", map[string]string{"outcome": "local"}, 1},
-		{"retailpulse_event_stream_handoffs_total", map[string]string{"outcome": "failed"}, 0},
 		{"retailpulse_event_stream_handoffs_total", map[string]string{"outcome": "other"}, 1},
 		{"retailpulse_nats_subscriber_connections", map[string]string{}, 2},
 		{"retailpulse_nats_subscriber_messages_sent_total", map[string]string{}, 40},

@@ -265,6 +265,9 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	if a.listener, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("%w: --addr: %v", errConfig, err)
 	}
+	if hs := a.streamHandoff(); hs != nil {
+		a.listener = hs.Listener(a.listener, a.httpServer.ReadHeaderTimeout)
+	}
 	if err := a.listenHandoff(); err != nil {
 		return nil, err
 	}
@@ -373,7 +376,6 @@ func (a *App) apiHandler() (http.Handler, error) {
 		MaxPendingSubmits: cfg.MaxPendingSubmits,
 		MaxPendingResults: cfg.MaxPendingResults,
 		Streams:           a.streams,
-		StreamHandoff:     a.streamHandoff(),
 		OpenAPI:           docs.OpenAPI,
 		UI:                ui.Handler(),
 

@@ -144,7 +144,7 @@ func (a *App) wireStreams() {
 }
 
 // streamHandoff returns the handoff of event streams to another process
-// (--hand-off-streams), or nil.
+// (--hand-off-streams), or nil. Call it once, after the stream metrics.
 func (a *App) streamHandoff() *httpapi.StreamHandoff {
 	if a.cfg.HandOffStreams == "" {
 		return nil

@@ -75,11 +75,17 @@ func TestServeConfig_SubscriberFlags(t *testing.T) {
 // end and returns "<id> <type>" per event.
 func sseEvents(t *testing.T, url string, header ...string) []string {
 	t.Helper()
+	return sseEventsOn(t, http.DefaultClient, url, header...)
+}
+
+// sseEventsOn is sseEvents with client.
+func sseEventsOn(t *testing.T, client *http.Client, url string, header ...string) []string {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +257,8 @@ func TestApp_OpenStreamsDoNotHoldUpShutdown(t *testing.T) {
 // streams: the instance clients reach hands each event-stream connection
 // to a second instance on the same log (--take-streams), which serves the
 // whole stream on that connection. The client sees the same stream as
-// from one instance; the second instance wrote it; the token still rules.
+// from one instance; the second instance wrote it, and refused the one
+// without the token.
 func TestApp_StreamsHandedToAnotherInstance(t *testing.T) {
 	imgs := newImageServer(t)
 	sock := filepath.Join(t.TempDir(), "streams.sock")
@@ -276,13 +283,16 @@ func TestApp_StreamsHandedToAnotherInstance(t *testing.T) {
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("submit: %d", resp.StatusCode)
 	}
-	if resp, err := http.Get(fmt.Sprintf("%s/api/jobs/%d/events", front.url, sub.JobID)); err != nil || resp.StatusCode != http.StatusUnauthorized {
+	// Only a connection's first request is looked at: the streams go on
+	// new connections, as an EventSource's usually do.
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	if resp, err := fresh.Get(fmt.Sprintf("%s/api/jobs/%d/events", front.url, sub.JobID)); err != nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("stream without the token: %v %v, want 401", resp, err)
 	} else {
 		resp.Body.Close()
 	}
 
-	got := sseEvents(t, fmt.Sprintf("%s/api/jobs/%d/events", front.url, sub.JobID), "Authorization", "Bearer tok")
+	got := sseEventsOn(t, fresh, fmt.Sprintf("%s/api/jobs/%d/events", front.url, sub.JobID), "Authorization", "Bearer tok")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	h, err := front.eventLog.LoadJob(ctx, sub.JobID)
@@ -312,7 +322,7 @@ func TestApp_StreamsHandedToAnotherInstance(t *testing.T) {
 			text string
 			line string
 		}{
-			{"front", metricsOf(front), `retailpulse_event_stream_handoffs_total{outcome="sent"} 1`},
+			{"front", metricsOf(front), `retailpulse_event_stream_handoffs_total{outcome="sent"} 2`}, // the one refused too
 			{"front", metricsOf(front), `retailpulse_event_stream_events_sent_total{door="sse_job"} 0`},
 			{"streams", metricsOf(streams), fmt.Sprintf(`retailpulse_event_stream_events_sent_total{door="sse_job"} %d`, len(want))},
 		} {
