@@ -134,7 +134,7 @@ func TestService_DebugListenServesProfilesApart(t *testing.T) {
 
 // The systemd units of deploy/systemd start serve with flags it accepts,
 // given the secrets their environment files hold, in the roles they name;
-// the worker runs below the API.
+// the worker and the streams instance run below the API.
 func TestDeploySystemd_UnitsStartTheSplit(t *testing.T) {
 	// What the units' environment files hold, as their comments say.
 	apiEnv := map[string]string{"RETAILPULSE_NATS_PASSWORD": "service-pw-1", "RETAILPULSE_SUBSCRIBER_PASSWORD": "subscriber-pw-1"}
@@ -179,7 +179,16 @@ func TestDeploySystemd_UnitsStartTheSplit(t *testing.T) {
 		t.Errorf("worker unit: worker only %v, nats url %q (API listens on %q), same password %v, governor target %v",
 			worker.WorkerOnly, worker.NATSURL, api.NATSListen, worker.NATSPassword == api.NATSPassword, worker.SchedLatencyTarget)
 	}
-	if apiNice != "" || workerNice != "10" {
-		t.Errorf("Nice: API %q, worker %q; want the worker at 10, the API at the default", apiNice, workerNice)
+	streamsArgs, streamsNice := unit("retailpulse-streams.service")
+	streams, err := parseConfig(streamsArgs, workerEnv)
+	if err != nil {
+		t.Fatalf("streams unit: %v", err)
+	}
+	if streams.TakeStreams == "" || streams.TakeStreams != api.HandOffStreams || streams.JobSlots != 0 || streams.NATSURL != worker.NATSURL {
+		t.Errorf("streams unit: takes %q (the API hands to %q), job slots %d, nats url %q (the worker's %q)",
+			streams.TakeStreams, api.HandOffStreams, streams.JobSlots, streams.NATSURL, worker.NATSURL)
+	}
+	if apiNice != "" || workerNice != "10" || streamsNice != "15" {
+		t.Errorf("Nice: API %q, worker %q, streams %q; want the API at the default, the worker at 10, the streams at 15", apiNice, workerNice, streamsNice)
 	}
 }
