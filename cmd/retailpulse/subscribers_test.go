@@ -78,6 +78,48 @@ func sseEvents(t *testing.T, url string, header ...string) []string {
 	return sseEventsOn(t, http.DefaultClient, url, header...)
 }
 
+// submitWithToken submits body to base with the bearer token and returns
+// the job id; anything but 201 fails the test.
+func submitWithToken(t *testing.T, base, token, body string) uint64 {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/submit/", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var sub struct {
+		JobID uint64 `json:"job_id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&sub); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("submit: %d %v", resp.StatusCode, err)
+	}
+	return sub.JobID
+}
+
+// logEvents returns job id's events as the log holds them, rendered as
+// sseEvents renders a stream's ("<position> <type>"), and the subjects of
+// its messages.
+func logEvents(t *testing.T, a *testApp, id uint64) (positions, subjects []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h, err := a.eventLog.LoadJob(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	positions = []string{fmt.Sprintf("%d-0 %s", id, events.TypeJobSubmitted)}
+	subjects = []string{events.SubjectSubmitted}
+	for _, r := range h.Records {
+		subjects = append(subjects, r.Subject)
+		for i, ev := range r.Events {
+			positions = append(positions, fmt.Sprintf("%d-%d %s", r.Seq, i, ev.EventType()))
+		}
+	}
+	return positions, subjects
+}
+
 // sseEventsOn is sseEvents with client.
 func sseEventsOn(t *testing.T, client *http.Client, url string, header ...string) []string {
 	t.Helper()
@@ -156,34 +198,10 @@ func TestApp_SubscribersFollowAJobOverSSEAndNATS(t *testing.T) {
 
 	body := fmt.Sprintf(`{"count":2,"visits":[{"store_id":%q,"image_url":["%s/10x20.png","%s/30x40.jpg"],"visit_time":"t"},{"store_id":%q,"image_url":["%s/404"],"visit_time":"t"}]}`,
 		storeA, imgs.URL, imgs.URL, storeB, imgs.URL)
-	req, _ := http.NewRequest(http.MethodPost, app.url+"/api/submit/", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer tok")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sub struct {
-		JobID uint64 `json:"job_id"`
-	}
-	json.NewDecoder(resp.Body).Decode(&sub)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("submit: %d", resp.StatusCode)
-	}
+	id := submitWithToken(t, app.url, "tok", body)
 
-	got := sseEvents(t, fmt.Sprintf("%s/api/jobs/%d/events", app.url, sub.JobID), "Authorization", "Bearer tok")
-	h, err := app.eventLog.LoadJob(ctx, sub.JobID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{fmt.Sprintf("%d-0 %s", sub.JobID, events.TypeJobSubmitted)}
-	var wantSubjects = []string{events.SubjectSubmitted}
-	for _, r := range h.Records {
-		wantSubjects = append(wantSubjects, r.Subject)
-		for i, ev := range r.Events {
-			want = append(want, fmt.Sprintf("%d-%d %s", r.Seq, i, ev.EventType()))
-		}
-	}
+	got := sseEvents(t, fmt.Sprintf("%s/api/jobs/%d/events", app.url, id), "Authorization", "Bearer tok")
+	want, wantSubjects := logEvents(t, app, id)
 	if !slices.Equal(got, want) {
 		t.Fatalf("SSE events\n%v\nwant the log's\n%v", got, want)
 	}
@@ -197,7 +215,7 @@ func TestApp_SubscribersFollowAJobOverSSEAndNATS(t *testing.T) {
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			if b, err := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding)); err != nil || (b.JobID != sub.JobID && m.Subject() != events.SubjectSubmitted) {
+			if b, err := events.Decode(m.Data(), m.Headers().Get(events.HeaderEncoding)); err != nil || (b.JobID != id && m.Subject() != events.SubjectSubmitted) {
 				continue
 			}
 			gotSubjects = append(gotSubjects, m.Subject())
@@ -269,42 +287,18 @@ func TestApp_StreamsHandedToAnotherInstance(t *testing.T) {
 		"--api-token", "tok", "--take-streams", sock)
 
 	body := fmt.Sprintf(`{"count":1,"visits":[{"store_id":%q,"image_url":["%s/10x20.png","%s/30x40.jpg"],"visit_time":"t"}]}`, storeA, imgs.URL, imgs.URL)
-	req, _ := http.NewRequest(http.MethodPost, front.url+"/api/submit/", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer tok")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sub struct {
-		JobID uint64 `json:"job_id"`
-	}
-	json.NewDecoder(resp.Body).Decode(&sub)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("submit: %d", resp.StatusCode)
-	}
+	id := submitWithToken(t, front.url, "tok", body)
 	// Only a connection's first request is looked at: the streams go on
 	// new connections, as an EventSource's usually do.
 	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	if resp, err := fresh.Get(fmt.Sprintf("%s/api/jobs/%d/events", front.url, sub.JobID)); err != nil || resp.StatusCode != http.StatusUnauthorized {
+	if resp, err := fresh.Get(fmt.Sprintf("%s/api/jobs/%d/events", front.url, id)); err != nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("stream without the token: %v %v, want 401", resp, err)
 	} else {
 		resp.Body.Close()
 	}
 
-	got := sseEventsOn(t, fresh, fmt.Sprintf("%s/api/jobs/%d/events", front.url, sub.JobID), "Authorization", "Bearer tok")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	h, err := front.eventLog.LoadJob(ctx, sub.JobID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{fmt.Sprintf("%d-0 %s", sub.JobID, events.TypeJobSubmitted)}
-	for _, r := range h.Records {
-		for i, ev := range r.Events { // the same rendering as the one-instance test
-			want = append(want, fmt.Sprintf("%d-%d %s", r.Seq, i, ev.EventType()))
-		}
-	}
+	got := sseEventsOn(t, fresh, fmt.Sprintf("%s/api/jobs/%d/events", front.url, id), "Authorization", "Bearer tok")
+	want, _ := logEvents(t, front, id)
 	if !slices.Equal(got, want) {
 		t.Fatalf("SSE events\n%v\nwant the log's\n%v", got, want)
 	}
