@@ -265,7 +265,7 @@ func NewApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *App, err
 	if a.listener, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("%w: --addr: %v", errConfig, err)
 	}
-	if hs := a.streamHandoff(); hs != nil {
+	if hs := a.newStreamHandoff(); hs != nil {
 		a.listener = hs.Listener(a.listener, a.httpServer.ReadHeaderTimeout)
 	}
 	if err := a.listenHandoff(); err != nil {

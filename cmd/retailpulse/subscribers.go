@@ -143,9 +143,9 @@ func (a *App) wireStreams() {
 	a.httpServer.RegisterOnShutdown(a.streams.Close)
 }
 
-// streamHandoff returns the handoff of event streams to another process
+// newStreamHandoff creates the handoff of event streams to another process
 // (--hand-off-streams), or nil. Call it once, after the stream metrics.
-func (a *App) streamHandoff() *httpapi.StreamHandoff {
+func (a *App) newStreamHandoff() *httpapi.StreamHandoff {
 	if a.cfg.HandOffStreams == "" {
 		return nil
 	}
