@@ -199,3 +199,36 @@ func TestIsStreamRequest(t *testing.T) {
 		}
 	}
 }
+
+// A connection that sends nothing within the header timeout is passed on
+// to the local server as it is: what it sends later is served here, even
+// a stream request.
+func TestStreamHandoff_SilentConnectionStaysLocal(t *testing.T) {
+	p := newHandoffPair(t)
+	hs := NewStreamHandoff(p.sock, nil)
+	t.Cleanup(func() { hs.Close() })
+	front := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "local "+r.URL.RequestURI())
+	}))
+	const headerTimeout = 50 * time.Millisecond
+	front.Listener = hs.Listener(front.Listener, headerTimeout)
+	front.Start()
+	t.Cleanup(front.Close)
+
+	c, err := net.Dial("tcp", front.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(4 * headerTimeout) // silent past the peek's timeout (not a speed assumption: longer only delays the write)
+	if _, err := io.WriteString(c, "GET /api/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(resp), "local /api/events") {
+		t.Fatalf("late stream request: %q, want it served locally", resp)
+	}
+}
